@@ -36,6 +36,11 @@ class RejectLog:
         self._size += len(data)
         self.count += 1
 
+    @property
+    def size(self) -> int:
+        """Bytes in the file so far, flushed or not (a resume point records this)."""
+        return self._size
+
     def sync(self) -> int:
         """Make everything added so far durable and return the file length for the checkpoint."""
         if self._f is not None:

@@ -1,0 +1,302 @@
+"""``ipt convert``: text records -> tokenized, packed MosaicML Streaming (MDS) shards.
+
+Pipeline: one reader (this process) hands batches of texts to tokenizer workers; results come back in
+submission order; an ordered packer turns documents into samples; the resumable MDS writer commits
+shards and, with each, a checkpoint (see :mod:`ipt_engine.data.packing` for the resume point). The
+output is therefore a pure function of the inputs and parameters, whatever ``--workers`` is, and
+``--resume`` after ``kill -9`` yields exactly the samples of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ipt_engine.errors import UserError
+from ipt_engine.io.atomic import atomic_write_json
+from ipt_engine.io.discover import expand_inputs
+from ipt_engine.io.manifest import prepare_output, save_manifest
+from ipt_engine.io.readers import count_records, read_records
+from ipt_engine.io.rejects import RejectLog
+
+COLUMNS = {"tokens": "ndarray:int32", "doc_lens": "ndarray:int32"}
+IPT_JSON = "ipt.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ConvertOptions:
+    inputs: list[str]
+    output: str
+    tokenizer: str = "mistral-v1"
+    max_seq_len: int = 2048
+    packing: Literal["concat", "bfd"] = "concat"
+    workers: int = 1
+    compression: str | None = "zstd"
+    on_error: Literal["fail", "skip"] = "fail"
+    resume: bool = False
+    overwrite: bool = False
+    text_field: str = "text"
+    shard_size: int = 1 << 26  # bytes of uncompressed samples per shard (DESIGN.md: ~64 MiB)
+    bfd_window: int = 1024  # bfd: samples' worth of tokens per packing window
+    batch_chars: int = 1 << 20  # texts per tokenizer batch, by total characters
+    progress: bool = True
+
+
+@dataclass
+class ConvertResult:
+    output: Path
+    stats: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    already_complete: bool = False
+
+    @property
+    def fill_rate(self) -> float:
+        s = self.stats
+        return s.get("tokens", 0) / max(1, s.get("samples", 0) * s.get("max_seq_len", 1))
+
+
+def validate(opts: ConvertOptions) -> None:
+    if opts.max_seq_len < 2:
+        raise UserError(f"--max-seq-len must be at least 2 (BOS/EOS plus a token), got {opts.max_seq_len}")
+    if opts.packing not in ("concat", "bfd"):
+        raise UserError(f"--packing must be concat or bfd, got {opts.packing!r}")
+    if opts.on_error not in ("fail", "skip"):
+        raise UserError(f"--on-error must be fail or skip, got {opts.on_error!r}")
+    if opts.workers < 0:
+        raise UserError(f"--workers must be 0 (in-process) or more, got {opts.workers}")
+    if opts.bfd_window < 1:
+        raise UserError(f"--bfd-window must be at least 1, got {opts.bfd_window}")
+    if opts.compression:
+        from streaming.base.compression import is_compression
+
+        if not is_compression(opts.compression):
+            raise UserError(f"--compression {opts.compression!r} is not a Streaming codec (e.g. zstd, zstd:7, gz, none)")
+    if opts.shard_size < 1 << 10 or opts.shard_size >= 1 << 32:
+        raise UserError(f"--shard-size must be between 1 KiB and 4 GiB, got {opts.shard_size}")
+
+
+@dataclass
+class _Batch:
+    texts: list[str]
+    at: list[Any]  # ResumePoint of each document
+
+
+def _iter_batches(sources: list[Path], resume: Any, opts: ConvertOptions, rejects: RejectLog) -> Iterator[_Batch]:
+    """Read documents from ``resume`` on, applying the --on-error policy, in batches of ~batch_chars."""
+    from ipt_engine.data.packing import ResumePoint
+
+    texts: list[str] = []
+    ats: list[ResumePoint] = []
+    chars = 0
+    for src_i in range(resume.source, len(sources)):
+        start = resume.start if src_i == resume.source else 0
+        for rec in read_records(sources[src_i], text_field=opts.text_field, start=start):
+            error = rec.error
+            if error is None and not rec.text.strip():
+                error = "empty text"
+            if error is not None:
+                if opts.on_error == "fail":
+                    raise UserError(f"{rec.location}: {error}")
+                rejects.add(rec.source, rec.index, error)
+                continue
+            ats.append(ResumePoint(src_i, rec.index - 1, 0, 0, rejects.size))
+            texts.append(rec.text)
+            chars += len(rec.text)
+            if chars >= opts.batch_chars or len(texts) >= 8192:
+                yield _Batch(texts, ats)
+                texts, ats, chars = [], [], 0
+    if texts:
+        yield _Batch(texts, ats)
+
+
+def _tokenized(batches: Iterator[_Batch], tok_json: str, bos: int | None, eos: int, workers: int):
+    """Yield (batch, flat tokens, lengths) in order; ``workers`` processes keep 2 batches each in flight."""
+    from ipt_engine.data import tokenize
+
+    if workers == 0:
+        tokenize.init_worker(tok_json, bos, eos)
+        for b in batches:
+            yield (b, *tokenize.encode_batch(b.texts))
+        return
+    import multiprocessing as mp
+
+    # spawn, not fork: the parent's tokenizer may already run Rust threads, which fork would orphan.
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers, initializer=tokenize.init_worker, initargs=(tok_json, bos, eos)) as pool:
+        inflight: collections.deque = collections.deque()
+        for b in batches:
+            inflight.append((b, pool.apply_async(tokenize.encode_batch, (b.texts,))))
+            if len(inflight) >= 2 * workers:
+                first, res = inflight.popleft()
+                yield (first, *res.get())
+        while inflight:
+            first, res = inflight.popleft()
+            yield (first, *res.get())
+
+
+def _tokenizer_setup(name: str) -> tuple[Any, dict[str, Any], int | None, int]:
+    from ipt_engine.data.tokenizer_info import load_tokenizer, tokenizer_fingerprint
+
+    tok = load_tokenizer(name)
+    fp = tokenizer_fingerprint(tok, name)
+    eos = tok.eos_token_id
+    if eos is None:
+        raise UserError(f"tokenizer {name!r} has no EOS token; documents could not be separated")
+    bos = tok.bos_token_id
+    # BOS only where the tokenizer's own convention adds one (Llama/Mistral yes, GPT-2 style no).
+    if bos is not None:
+        probe = tok("a")["input_ids"]
+        if not probe or probe[0] != bos:
+            bos = None
+    return tok, fp, bos, eos
+
+
+def convert(opts: ConvertOptions) -> ConvertResult:
+    from tqdm import tqdm
+
+    from ipt_engine.data.mds_writer import ResumableMDSWriter
+    from ipt_engine.data.packing import BFDPacker, ConcatPacker, Doc, ResumePoint
+    from ipt_engine.data.tokenize import backend_json
+
+    validate(opts)
+    sources = expand_inputs(opts.inputs)
+    tok, fingerprint, bos, eos = _tokenizer_setup(opts.tokenizer)
+    params = {
+        "tokenizer": fingerprint,
+        "max_seq_len": opts.max_seq_len,
+        "packing": opts.packing,
+        "compression": opts.compression or None,
+        "text_field": opts.text_field,
+        "shard_size": opts.shard_size,
+        "bfd_window": opts.bfd_window if opts.packing == "bfd" else None,
+        "add_bos": bos is not None,
+        "add_eos": True,
+    }
+    out = Path(opts.output)
+    manifest = prepare_output(out, "convert", sources, params, resume=opts.resume, overwrite=opts.overwrite)
+    result = ConvertResult(output=out)
+    if manifest.get("complete"):
+        result.already_complete, result.stats = True, manifest["stats"]
+        return result
+
+    ckpt = manifest.get("checkpoint") or {"shards": [], "resume": ResumePoint(0, 0).to_json(), "stats": {}}
+    shards = ckpt["shards"]
+    keep = {s["zip_data"]["basename"] if s.get("zip_data") else s["raw_data"]["basename"] for s in shards}
+    for stale in list(out.glob("shard.*")) + list(out.glob("index.json")):
+        if stale.name not in keep:
+            stale.unlink()
+    resume = ResumePoint.from_json(ckpt["resume"]) if ckpt["resume"] is not None else None
+    rejects = RejectLog(out, keep_bytes=resume.rejects_bytes if resume else _size(out / "rejects.jsonl"))
+
+    def on_shard(all_shards: list[dict[str, Any]], next_resume: Any, flushed: dict[str, int]) -> None:
+        rejects.sync()
+        manifest["checkpoint"] = {
+            "shards": all_shards,
+            "resume": next_resume.to_json() if next_resume is not None else None,
+            "stats": flushed,
+        }
+        manifest["outputs"] = [s["zip_data"]["basename"] if s.get("zip_data") else s["raw_data"]["basename"] for s in all_shards]
+        save_manifest(out, manifest)
+
+    N = opts.max_seq_len
+    writer = ResumableMDSWriter(
+        out=out, columns=COLUMNS, compression=opts.compression or None, size_limit=opts.shard_size,
+        on_shard=on_shard, resume_shards=shards, resume_stats=ckpt["stats"],
+    )
+    totals = [count_records(s) for s in sources]
+    bar = tqdm(
+        total=sum(totals) if None not in totals else None, unit="doc", desc="convert",
+        disable=not opts.progress, dynamic_ncols=True,
+    )
+    t0 = time.perf_counter()
+    new_tokens = 0
+    try:
+        if resume is not None:
+            packer: ConcatPacker | BFDPacker
+            if opts.packing == "concat":
+                packer = ConcatPacker(N, first_offset=resume.offset)
+            else:
+                packer = BFDPacker(N, window_tokens=N * opts.bfd_window)
+            to_skip = resume.skip
+
+            def emit(samples: Iterator[Any]) -> None:
+                nonlocal to_skip
+                for s in samples:
+                    if to_skip:
+                        to_skip -= 1
+                        continue
+                    writer.write_sample(
+                        {"tokens": s.tokens, "doc_lens": np.asarray(s.doc_lens, dtype=np.int32)},
+                        s.resume,
+                        {"samples": 1, "tokens": len(s.tokens), "documents": s.doc_starts,
+                         "pieces": len(s.doc_lens), "full_samples": int(len(s.tokens) == N)},
+                    )
+
+            batches = _iter_batches(sources, resume, opts, rejects)
+            for batch, flat, lens in _tokenized(batches, backend_json(tok), bos, eos, opts.workers):
+                ends = np.cumsum(lens)
+                begins = ends - lens
+                for at, b, e in zip(batch.at, begins, ends):
+                    emit(packer.add(Doc(flat[b:e], at)))
+                new_tokens += int(ends[-1]) if len(ends) else 0
+                bar.update(len(batch.texts))
+                bar.set_postfix_str(f"{new_tokens / max(1e-9, time.perf_counter() - t0) / 1e3:.0f}k tok/s", refresh=False)
+            emit(packer.finish())
+        writer.close()
+    except BaseException:
+        writer.abandon()
+        raise
+    finally:
+        bar.close()
+        rejects.close()
+    stats = dict(writer.flushed)
+    stats["max_seq_len"] = N
+    stats["rejects"] = _count_lines(out / "rejects.jsonl")
+    result.stats = stats
+    result.seconds = time.perf_counter() - t0
+    stats["tokenized_tokens_this_run"] = new_tokens
+    atomic_write_json(out / IPT_JSON, {
+        "format": "ipt-mds",
+        "version": FORMAT_VERSION,
+        "tokenizer": fingerprint,
+        "max_seq_len": N,
+        "packing": opts.packing,
+        "add_bos": bos is not None,
+        "add_eos": True,
+        "columns": COLUMNS,
+        "inputs": manifest["inputs"],
+        "stats": {k: v for k, v in stats.items() if k != "tokenized_tokens_this_run"},
+    })
+    manifest["stats"] = stats
+    manifest["complete"] = True
+    save_manifest(out, manifest)
+    return result
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def _count_lines(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
+def read_ipt_json(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / IPT_JSON
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing; {directory} was not written by `ipt convert`") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: malformed JSON ({e.msg})") from None
