@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"ipt {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `ipt inspect DIR | head`: the reader left, nothing to report
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"ipt {args.command}: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130
