@@ -71,7 +71,7 @@ def mistral_tokenizer_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     digest = hashlib.sha256(sp_path.read_bytes()).hexdigest()[:12]
     import transformers
 
-    final = cache_root(cache_dir) / "tokenizers" / f"{MISTRAL_TOKENIZER}-{digest}-tf{transformers.__version__.split('.')[0]}"
+    final = cache_root(cache_dir) / "tokenizers" / f"{MISTRAL_TOKENIZER}-{digest}-v2-tf{transformers.__version__.split('.')[0]}"
     if (final / _DONE).exists():
         return final
     from transformers import LlamaTokenizer, LlamaTokenizerFast
@@ -86,6 +86,12 @@ def mistral_tokenizer_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     # two agree with raw SentencePiece on real text.
     fast = LlamaTokenizerFast(vocab_file=str(sp_path), from_slow=True, add_prefix_space=True, **kwargs)
     fast.save_pretrained(tmp)
+    # The prefix space is now baked into tokenizer.json's normalizer. Left in the config, the flag would
+    # make every later load re-run the slow-to-fast conversion (about a second each time).
+    cfg_path = tmp / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.pop("add_prefix_space", None)
+    cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
     return _finish(tmp, final)
 
 
