@@ -122,3 +122,14 @@ def test_ci_runs_the_readme_test_command():
     readme = (REPO / "README.md").read_text()
     assert "make test" in readme and "make test" in (REPO / ".ci" / "run").read_text()
     assert Path(REPO / "scripts" / "setup.sh").is_file()
+
+
+def test_pipeline_main_job_runs_and_resumes(tmp_path, capsys):
+    argv = ["pipeline", "--workdir", str(tmp_path), "--limit", "25", "--max-seq-len", "512", "--workers", "0"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert "fill rate" in first and (tmp_path / "shards" / "raw" / "index.json").is_file()
+    assert main(argv) == 0  # a rerun finds everything complete
+    second = capsys.readouterr().out
+    assert "nothing to redo" in second
+    assert first.split("ipt inspect")[1] == second.split("ipt inspect")[1]

@@ -71,7 +71,10 @@ def inspect_shards(directory: str | Path, *, decode: int = 0, tokenizer: str | N
 def histogram(lengths: np.ndarray) -> list[tuple[str, int]]:
     edges = [e for e in _EDGES if e <= max(2, int(lengths.max(initial=1))) * 2]
     counts, _ = np.histogram(lengths, bins=edges)
-    return [(f"{lo}-{hi - 1}", int(c)) for lo, hi, c in zip(edges[:-1], edges[1:], counts)]
+    rows = [(f"{lo}-{hi - 1}" if hi - lo > 1 else str(lo), int(c)) for lo, hi, c in zip(edges[:-1], edges[1:], counts)]
+    while len(rows) > 1 and rows[0][1] == 0:  # leading empty buckets say nothing
+        rows.pop(0)
+    return rows
 
 
 def print_report(rep: ShardReport) -> None:
