@@ -6,8 +6,8 @@ one of these directories accepts a hub id just the same wherever a hub is reacha
 
 - The Mistral-7B v1 SentencePiece model ships inside the ``mistral-common`` PyPI package; it is the
   instruction synthesizer's own tokenizer (the synthesizer is a Mistral-7B fine-tune). We save it as a
-  Hugging Face tokenizer directory holding both the SentencePiece file (slow ``LlamaTokenizer``) and a
-  converted ``tokenizer.json`` (fast tokenizer), with Mistral-7B's special-token settings.
+  Hugging Face tokenizer directory: a ``tokenizer.json`` converted by our own code (identical under
+  transformers 4 and 5, equal to SentencePiece on real text) plus the SentencePiece file itself.
 - Tiny Llama/Mistral models have head_dim >= 32 because vLLM's CPU attention needs it.
 """
 
@@ -71,28 +71,68 @@ def mistral_tokenizer_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     digest = hashlib.sha256(sp_path.read_bytes()).hexdigest()[:12]
     import transformers
 
-    final = cache_root(cache_dir) / "tokenizers" / f"{MISTRAL_TOKENIZER}-{digest}-v2-tf{transformers.__version__.split('.')[0]}"
+    final = cache_root(cache_dir) / "tokenizers" / f"{MISTRAL_TOKENIZER}-{digest}-v3-tf{transformers.__version__.split('.')[0]}"
     if (final / _DONE).exists():
         return final
-    from transformers import LlamaTokenizer, LlamaTokenizerFast
-
     tmp = _fresh_tmp(final)
-    # Mistral-7B's settings: BOS added, EOS not, legacy SentencePiece handling of text after specials.
-    kwargs: dict[str, Any] = dict(add_bos_token=True, add_eos_token=False, legacy=True, clean_up_tokenization_spaces=False)
-    slow = LlamaTokenizer(vocab_file=str(sp_path), **kwargs)
-    slow.save_pretrained(tmp)
-    # add_prefix_space=True makes the converted fast tokenizer prepend SentencePiece's dummy "▁" like the
-    # slow one (without it, "JSON" at the start of a text would not become "▁JSON"); tests check that the
-    # two agree with raw SentencePiece on real text.
-    fast = LlamaTokenizerFast(vocab_file=str(sp_path), from_slow=True, add_prefix_space=True, **kwargs)
-    fast.save_pretrained(tmp)
-    # The prefix space is now baked into tokenizer.json's normalizer. Left in the config, the flag would
-    # make every later load re-run the slow-to-fast conversion (about a second each time).
-    cfg_path = tmp / "tokenizer_config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg.pop("add_prefix_space", None)
-    cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
+    _write_tokenizer(sp_path, tmp)
     return _finish(tmp, final)
+
+
+def sentencepiece_bpe_to_tokenizers(sp_path: Path) -> Any:
+    """Convert a SentencePiece BPE model (Llama/Mistral style) into a Rust ``tokenizers.Tokenizer``.
+
+    Written against SentencePiece itself rather than through transformers' converters, because those
+    differ between transformers 4 and 5 (5 drops the legacy normalizer and orders tied merges
+    differently), and the synthesis env (transformers 5) and the train env (transformers 4) must
+    tokenize identically. Tests check the result against raw SentencePiece on real text.
+
+    - vocabulary: SentencePiece's pieces and ids, byte-fallback pieces included;
+    - merges: every split of a piece into two pieces that are both in the vocabulary, ranked by the
+      merged piece's score (SentencePiece BPE applies higher-scored merges first), ties broken by the
+      longer left part, then the longer right part, then ids — the order that reproduces SentencePiece;
+    - normalizer: prepend "▁" and turn spaces into "▁" (SentencePiece's dummy prefix, "legacy" mode);
+    - post-processor: BOS in front, as Mistral's tokenizer adds it.
+    """
+    import sentencepiece as spm
+    from tokenizers import AddedToken, Tokenizer, decoders, normalizers, processors
+    from tokenizers.models import BPE
+
+    sp = spm.SentencePieceProcessor(model_file=str(sp_path))
+    vocab = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
+    ranked = []
+    for piece, i in vocab.items():
+        if sp.is_byte(i) or sp.is_control(i) or sp.is_unknown(i):
+            continue
+        for cut in range(1, len(piece)):
+            left, right = piece[:cut], piece[cut:]
+            if left in vocab and right in vocab:
+                ranked.append((-sp.get_score(i), -len(left), -len(right), vocab[left], vocab[right], left, right))
+    ranked.sort()
+    tok = Tokenizer(BPE(vocab=vocab, merges=[(r[5], r[6]) for r in ranked], unk_token=sp.id_to_piece(sp.unk_id()),
+                        fuse_unk=True, byte_fallback=True))
+    tok.add_special_tokens([AddedToken(sp.id_to_piece(i), normalized=False, special=True)
+                            for i in (sp.unk_id(), sp.bos_id(), sp.eos_id())])
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    bos = sp.id_to_piece(sp.bos_id())
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, sp.bos_id())]
+    )
+    return tok
+
+
+def _write_tokenizer(sp_path: Path, out: Path) -> None:
+    from transformers import PreTrainedTokenizerFast
+
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=sentencepiece_bpe_to_tokenizers(sp_path),
+        bos_token="<s>", eos_token="</s>", unk_token="<unk>", clean_up_tokenization_spaces=False,
+        model_max_length=32768,
+    )
+    fast.save_pretrained(out)
+    shutil.copyfile(sp_path, out / "tokenizer.model")  # for users who want SentencePiece itself
 
 
 TINY_DEFAULTS: dict[str, Any] = dict(

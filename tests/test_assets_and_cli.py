@@ -20,7 +20,9 @@ def test_mistral_tokenizer_matches_raw_sentencepiece(mistral_tok, corpus_docs):
     from ipt_engine.assets import sentencepiece_model_path
 
     sp = spm.SentencePieceProcessor(model_file=str(sentencepiece_model_path()))
-    texts = [d["text"] for d in corpus_docs[:40]] + ["日本語のテキスト", "  two leading spaces", "tabs\tand\nnewlines\n\n"]
+    # Literal "<s>"/"</s>" in text are special tokens to a Hugging Face tokenizer, plain text to SentencePiece.
+    texts = [d["text"] for d in corpus_docs if "<s>" not in d["text"] and "</s>" not in d["text"]]
+    texts += ["日本語のテキスト", "  two leading spaces", "tabs\tand\nnewlines\n\n", "emoji 🙂 and ü"]
     for t in texts:
         assert mistral_tok(t, add_special_tokens=False)["input_ids"] == sp.encode(t)
     assert mistral_tok.is_fast and mistral_tok.bos_token_id == 1 and mistral_tok.eos_token_id == 2

@@ -91,10 +91,13 @@ def run_part_stage(
     workers: int = 1,
     progress_unit: str = "rec",
     reject_payload: Callable[[Record], Any] | None = None,
+    validate: Callable[[Record], str | None] | None = None,
 ) -> PartStageResult:
     """Run a record-to-rows stage with ordered, atomic, resumable part commits (see module docstring).
 
-    ``process`` must be a picklable top-level callable when ``workers > 1``.
+    ``process`` must be a picklable top-level callable when ``workers > 1``. ``validate``, if given,
+    checks each record that read cleanly and returns a problem (or None); a problem is handled like a
+    read error (``--on-error``), so it is reported with the record's file and line.
     """
     from tqdm import tqdm
 
@@ -125,6 +128,8 @@ def run_part_stage(
         for src_i, rec in iter_positioned(sources, position, text_field=text_field, mode=mode):  # type: ignore[arg-type]
             consumed += 1
             position = (src_i, rec.index) if rec.index else (src_i + 1, 0)
+            if rec.error is None and validate is not None:
+                rec.error = validate(rec)
             if rec.error is not None:
                 if on_error == "fail":
                     raise UserError(f"{rec.location}: {rec.error}")
