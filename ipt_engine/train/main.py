@@ -1,0 +1,141 @@
+"""The training entry: config in, Composer ``Trainer.fit`` out, then the Hugging Face export.
+
+Kept short on purpose: each piece (tokenizer and shard checks, data, model, optimizer, callbacks,
+loggers, export) is built by its own module; this one only orders them. Order matters in two places:
+the distributed process group exists before any dataset (Streaming coordinates ranks through it), and
+every cheap check (config, batch sizes, paths, tokenizer against shards) runs before the model is built.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from ipt_engine.errors import UserError
+from ipt_engine.train.config import TrainConfig, check_batch_sizes, check_local_paths
+
+log = logging.getLogger(__name__)
+
+
+def real_tokens(batch: dict[str, Any]) -> int:
+    """Tokens that are data (not padding): what tokens/s and token-based durations count."""
+    return int(batch["doc_lens"].sum())
+
+
+def _device(cfg: TrainConfig) -> str:
+    import torch
+
+    if cfg.device == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if cfg.device == "gpu" and not torch.cuda.is_available():
+        raise UserError("device: gpu requested but CUDA is not available")
+    return cfg.device
+
+
+def _tokenizer_name(cfg: TrainConfig) -> str:
+    name = cfg.tokenizer.name or cfg.model.pretrained_model_name_or_path
+    if name is None:
+        raise UserError("tokenizer.name: required when the model is given by model_type (e.g. mistral-v1)")
+    return name
+
+
+def export_folder(cfg: TrainConfig) -> str | None:
+    folder = cfg.export.hf_folder
+    if folder is None and cfg.save_folder is not None:
+        folder = f"{cfg.save_folder.rstrip('/')}/huggingface"
+    if folder is None or "://" in folder:
+        return folder
+    return folder.replace("{run_name}", cfg.run_name or "run")
+
+
+def train(cfg: TrainConfig, *, extra_callbacks: Sequence[Any] = ()) -> Any:
+    """Run training as ``cfg`` says; return the finished Composer ``Trainer``."""
+    from composer import DataSpec, Evaluator, Trainer
+    from composer.utils import dist, get_device, reproducibility
+
+    from ipt_engine.data.tokenizer_info import load_tokenizer, tokenizer_fingerprint
+    from ipt_engine.train.callbacks import build_callbacks
+    from ipt_engine.train.composer_model import build_composer_model
+    from ipt_engine.train.data import build_dataloader, plan_loader
+    from ipt_engine.train.export import export_hf
+    from ipt_engine.train.loggers import build_loggers
+    from ipt_engine.train.model import build_hf_model
+    from ipt_engine.train.optim import build_optimizer, build_scheduler
+    from ipt_engine.train.structured import to_dict
+
+    device = _device(cfg)
+    if device == "cpu" and cfg.precision != "fp32":
+        raise UserError(f"precision: {cfg.precision} needs a GPU; use fp32 on CPU")
+    if cfg.fsdp_config is not None and device == "cpu":
+        raise UserError("fsdp_config: FSDP needs GPUs; remove it for a CPU run")
+    dist.initialize_dist(get_device(device), timeout=cfg.dist_timeout)
+    per_device = check_batch_sizes(cfg, dist.get_world_size())
+    check_local_paths(cfg)
+    reproducibility.seed_all(cfg.seed)
+
+    tokenizer = load_tokenizer(_tokenizer_name(cfg))
+    fingerprint = tokenizer_fingerprint(tokenizer)
+    train_plan = plan_loader(cfg.train_loader, "train_loader", fingerprint)
+    eval_plan = plan_loader(cfg.eval_loader, "eval_loader", fingerprint) if cfg.eval_loader else None
+
+    hf_model = build_hf_model(cfg.model, tokenizer, seed=cfg.seed)
+    model = build_composer_model(hf_model, tokenizer, cfg.model.attn_implementation)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    loader_args = dict(seed=cfg.seed, eos_id=tokenizer.eos_token_id, pad_id=pad_id, vocab_size=len(tokenizer))
+    train_dl = build_dataloader(train_plan, device_batch_size=per_device, **loader_args)
+    evaluators = []
+    if eval_plan is not None:
+        eval_dl = build_dataloader(eval_plan, device_batch_size=cfg.device_eval_batch_size or per_device, **loader_args)
+        evaluators.append(Evaluator(label="eval", dataloader=DataSpec(eval_dl, get_num_tokens_in_batch=real_tokens),
+                                    metric_names=["LanguageCrossEntropy", "LanguagePerplexity"]))
+
+    optimizer = build_optimizer(cfg.optimizer, model)
+    trainer = Trainer(
+        run_name=cfg.run_name,
+        model=model,
+        train_dataloader=DataSpec(train_dl, get_num_tokens_in_batch=real_tokens),
+        eval_dataloader=evaluators or None,
+        eval_interval=cfg.eval_interval,
+        eval_subset_num_batches=cfg.eval_subset_num_batches,
+        max_duration=cfg.max_duration,
+        optimizers=optimizer,
+        schedulers=build_scheduler(cfg.scheduler),
+        device=device,
+        device_train_microbatch_size=cfg.device_train_microbatch_size,
+        precision=cfg.precision,
+        parallelism_config={"fsdp": cfg.fsdp_config} if cfg.fsdp_config is not None else None,
+        callbacks=[*build_callbacks(cfg.callbacks, on_gpu=device == "gpu"), *extra_callbacks],
+        loggers=build_loggers(cfg.loggers, cfg.run_name),
+        progress_bar=cfg.loggers.progress_bar,
+        log_to_console=True,
+        console_log_interval=cfg.loggers.console_log_interval,
+        save_folder=cfg.save_folder,
+        save_interval=cfg.save_interval,
+        save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
+        save_overwrite=cfg.save_overwrite,
+        load_path=cfg.load_path,
+        load_weights_only=cfg.load_weights_only,
+        autoresume=cfg.autoresume,
+        seed=cfg.seed,
+        dist_timeout=cfg.dist_timeout,
+    )
+    trainer.logger.log_hyperparameters({"config": to_dict(cfg)})
+    trainer.fit()
+
+    folder = export_folder(cfg)
+    if folder is not None:
+        export_hf(trainer.state.model.model, hf_model, tokenizer, folder, dtype=cfg.export.dtype)
+    return trainer
+
+
+def main(argv: Sequence[str]) -> int:
+    """``CONFIG.yaml [key=value ...]``: what ``ipt train`` and ``python -m ipt_engine.train`` run."""
+    from ipt_engine.train.config import load_config
+
+    if not argv or argv[0] in ("-h", "--help"):
+        raise UserError("usage: CONFIG.yaml [key=value ...]")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = load_config(argv[0], list(argv[1:]))
+    train(cfg)
+    return 0
