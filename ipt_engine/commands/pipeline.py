@@ -1,15 +1,32 @@
-"""Run the pipeline end to end on the embedded default corpus (Python standard-library documentation,
-present on every machine): write the corpus, convert it into packed MDS shards with the instruction
-synthesizer's own Mistral tokenizer, and print the `ipt inspect` summary. Every step resumes: a rerun
-skips what is complete.
+"""Run the whole pipeline on the embedded default corpus (the Python standard library's documentation,
+present on every machine) — the README's main job:
+
+  1. write the corpus                      out/demo/corpus/raw.jsonl
+  2. convert it to packed shards           out/demo/shards/raw
+  3. synthesize instruction-response pairs out/demo/synth          (synth env, vLLM; tiny format model)
+  4. templify them into pre-training texts out/demo/templified
+  5. convert those to packed shards        out/demo/shards/augmented
+  6. train a tiny Llama on both, mixed     out/demo/train          (examples/tiny-cpu.yaml)
+
+and print the `ipt inspect` summaries. Every step resumes: a rerun skips what is complete. Synthesis
+runs in the synthesis environment (.venv-synth, or $IPT_SYNTH_PYTHON), because vLLM and Composer cannot
+share one; without it, steps 3-6 are skipped with a note. The synthesizer here is a tiny model
+fine-tuned on CPU to write the synthesizer's format (built once, cached); pass --model to use the real
+instruction-pretrain/instruction-synthesizer on a GPU machine.
 
 example:
-  ipt pipeline --workdir out/demo --max-seq-len 2048 --packing bfd
+  ipt pipeline --workdir out/demo --synth-limit 32 --train-steps 12
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,35 +35,105 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--packing", choices=("concat", "bfd"), default="bfd", help="packing policy")
     p.add_argument("--workers", type=int, default=2, help="tokenizer worker processes")
     p.add_argument("--limit", type=int, default=None, help="use only the first N documents of the corpus")
-    p.add_argument("--plot", action="store_true", help="also draw the document-length histogram")
+    p.add_argument("--synth-limit", type=int, default=32, help="texts to synthesize pairs for")
+    p.add_argument("--rounds", type=int, default=2, help="M-shot rounds of synthesis")
+    p.add_argument("--model", default=None,
+                   help="synthesizer model (default: the tiny format-writing model built on CPU)")
+    p.add_argument("--train-steps", type=int, default=12, help="training batches (0: skip training)")
+    p.add_argument("--skip-synth", action="store_true", help="stop after the raw shards")
+    p.add_argument("--plot", action="store_true", help="also draw the document-length histograms")
+
+
+def _synth_python() -> Path | None:
+    explicit = os.environ.get("IPT_SYNTH_PYTHON")
+    if explicit:
+        return Path(explicit)
+    candidate = REPO / ".venv-synth" / "bin" / "python"
+    return candidate if candidate.exists() else None
+
+
+def _run_synth(py: Path, argv: list[str]) -> str:
+    """Run a command in the synth env; stream its stderr (progress) and return its stdout."""
+    from ipt_engine.errors import UserError
+
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+           "VLLM_ENABLE_V1_MULTIPROCESSING": os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0")}
+    proc = subprocess.run([str(py), *argv], stdout=subprocess.PIPE, stderr=sys.stderr, text=True, env=env)
+    if proc.returncode != 0:
+        raise UserError(f"synth env command failed (exit {proc.returncode}): {' '.join(argv[:4])} ...")
+    return proc.stdout
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    from ipt_engine.cli import main as ipt
     from ipt_engine.corpus import write_default_corpus
-    from ipt_engine.data.convert import ConvertOptions, convert
     from ipt_engine.data.inspect import inspect_shards, plot_histogram, print_report
+    from ipt_engine.errors import UserError
 
     work = Path(args.workdir)
+    steps = 2 if args.skip_synth else 6
     corpus = work / "corpus" / "raw.jsonl"
     if not corpus.exists():
         _, n = write_default_corpus(corpus, limit=args.limit)
-        print(f"[1/2] default corpus: {n} standard-library modules' documentation -> {corpus}")
+        print(f"[1/{steps}] default corpus: {n} standard-library modules' documentation -> {corpus}")
     else:
-        print(f"[1/2] default corpus: reusing {corpus}")
-    shards = work / "shards" / "raw"
-    print(f"[2/2] convert -> {shards}")
-    res = convert(ConvertOptions(inputs=[str(corpus)], output=str(shards), tokenizer="mistral-v1",
-                                 max_seq_len=args.max_seq_len, packing=args.packing, workers=args.workers,
-                                 resume=True))
-    if res.already_complete:
-        print(f"      {shards} is complete; nothing to redo")
-    report = inspect_shards(shards)
-    print()
-    print_report(report)
-    if args.plot:
-        png = work / "raw-doc-lengths.png"
-        plot_histogram(report, png)
-        print(f"histogram: {png}")
+        print(f"[1/{steps}] default corpus: reusing {corpus}")
+
+    def convert(src: Path, out: Path) -> None:
+        code = ipt(["convert", str(src), "--output", str(out), "--tokenizer", "mistral-v1",
+                    "--max-seq-len", str(args.max_seq_len), "--packing", args.packing,
+                    "--workers", str(args.workers), "--resume"])
+        if code:
+            raise UserError(f"convert into {out} failed")
+
+    raw = work / "shards" / "raw"
+    print(f"[2/{steps}] convert -> {raw}")
+    convert(corpus, raw)
+    shard_dirs = [raw]
+
+    if not args.skip_synth:
+        py = _synth_python()
+        if py is None:
+            print("[3/6] no synthesis environment (.venv-synth): skipping synthesis, templify and training; "
+                  "`scripts/setup.sh synth` builds it")
+        else:
+            model = args.model
+            if model is None:
+                print("[3/6] synthesizer: tiny format-writing model (built once on CPU, then cached)")
+                model = _run_synth(py, ["-m", "ipt_engine.synth.format_model"]).strip().splitlines()[-1]
+            synth = work / "synth"
+            print(f"[3/6] synthesize {args.synth_limit} texts, {args.rounds} rounds -> {synth}")
+            _run_synth(py, ["-m", "ipt_engine", "synthesize", str(corpus), "--output", str(synth),
+                            "--model", model, "--rounds", str(args.rounds), "--limit", str(args.synth_limit),
+                            "--part-size", "16", "--resume",
+                            "--config", str(REPO / "examples" / "synth-cpu.yaml"),
+                            "--set", f"engine.max_model_len={args.max_seq_len}"])
+            templified = work / "templified"
+            print(f"[4/6] templify -> {templified}")
+            if ipt(["templify", str(synth), "--output", str(templified), "--resume"]):
+                raise UserError("templify failed")
+            augmented = work / "shards" / "augmented"
+            print(f"[5/6] convert -> {augmented}")
+            convert(templified, augmented)
+            shard_dirs.append(augmented)
+            if args.train_steps > 0:
+                train = work / "train"
+                print(f"[6/6] train a tiny Llama on raw + augmented shards, {args.train_steps} batches -> {train}")
+                code = ipt(["train", str(REPO / "examples" / "tiny-cpu.yaml"),
+                            f"max_duration={args.train_steps}ba",
+                            f"train_loader.streams.raw.local={raw}",
+                            f"train_loader.streams.augmented.local={augmented}",
+                            f"save_folder={train}/{{run_name}}/checkpoints",
+                            f"loggers.jsonl.path={train}/{{run_name}}/metrics.jsonl"])
+                if code:
+                    raise UserError("training failed")
+
+    for d in shard_dirs:
+        report = inspect_shards(d)
+        print()
+        print_report(report)
+        if args.plot:
+            png = work / f"{d.name}-doc-lengths.png"
+            plot_histogram(report, png)
+            print(f"histogram: {png}")
     return 0
