@@ -10,6 +10,7 @@ twice, and the output does not depend on the number of workers.
 
 from __future__ import annotations
 
+import collections
 import io
 import json
 import time
@@ -92,17 +93,21 @@ def run_part_stage(
     progress_unit: str = "rec",
     reject_payload: Callable[[Record], Any] | None = None,
     validate: Callable[[Record], str | None] | None = None,
+    limit: int | None = None,
 ) -> PartStageResult:
     """Run a record-to-rows stage with ordered, atomic, resumable part commits (see module docstring).
 
     ``process`` must be a picklable top-level callable when ``workers > 1``. ``validate``, if given,
     checks each record that read cleanly and returns a problem (or None); a problem is handled like a
-    read error (``--on-error``), so it is reported with the record's file and line.
+    read error (``--on-error``), so it is reported with the record's file and line. ``limit`` stops
+    after that many input records in total (a resumed run counts what earlier runs consumed).
     """
     from tqdm import tqdm
 
     if part_size < 1:
         raise UserError(f"--part-size must be at least 1, got {part_size}")
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be at least 1, got {limit}")
     out = Path(output)
     manifest = prepare_output(out, stage, sources, params, resume=resume, overwrite=overwrite)
     result = PartStageResult(manifest=manifest)
@@ -125,7 +130,12 @@ def run_part_stage(
         position = tuple(ckpt["position"])
         good: list[Record] = []
         consumed = 0
+        remaining = None if limit is None else limit - int(ckpt["records"])
         for src_i, rec in iter_positioned(sources, position, text_field=text_field, mode=mode):  # type: ignore[arg-type]
+            if remaining is not None:
+                if remaining <= 0:
+                    break
+                remaining -= 1
             consumed += 1
             position = (src_i, rec.index) if rec.index else (src_i + 1, 0)
             if rec.error is None and validate is not None:
@@ -142,24 +152,31 @@ def run_part_stage(
         if consumed:
             yield index, good, position, consumed
 
-    pending: list[tuple[int, tuple[int, int], int]] = []
-
-    def jobs() -> Iterator[tuple[PartFn, int, list[Record]]]:
-        for index, good, position, consumed in parts():
-            pending.append((index, position, consumed))
-            yield process, index, good
-
     pool = None
+
+    def outcomes() -> Iterator[tuple[tuple[int, tuple[int, int], int], tuple[list[dict[str, Any]], dict[str, float]]]]:
+        """Processed parts in order. With workers, at most 2 parts per worker are read ahead, so memory
+        stays bounded by the part size whatever the input size (``Pool.imap`` would read it all)."""
+        if pool is None:
+            for index, good, position, consumed in parts():
+                yield (index, position, consumed), process(index, good)
+            return
+        inflight: collections.deque = collections.deque()
+        for index, good, position, consumed in parts():
+            inflight.append(((index, position, consumed), pool.apply_async(_call, ((process, index, good),))))
+            if len(inflight) >= 2 * workers:
+                meta, res = inflight.popleft()
+                yield meta, res.get()
+        while inflight:
+            meta, res = inflight.popleft()
+            yield meta, res.get()
+
     try:
         if workers > 1:
             import multiprocessing as mp
 
             pool = mp.get_context("spawn").Pool(workers)
-            outcomes: Iterator[Any] = pool.imap(_call, jobs())
-        else:
-            outcomes = map(_call, jobs())
-        for rows, delta in outcomes:
-            index, position, consumed = pending.pop(0)
+        for (index, position, consumed), (rows, delta) in outcomes():
             name = write_part(out, index, rows)
             for k, v in delta.items():
                 stats[k] = stats.get(k, 0) + v

