@@ -23,7 +23,7 @@ from typing import Any, Literal
 from ipt_engine.errors import UserError
 
 MISTRAL_TOKENIZER = "mistral-v1"
-_DONE = ".ipt-complete"
+ASSET_DONE = ".ipt-complete"  # marker: the directory was published whole
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -34,19 +34,20 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(env) if env else Path.home() / ".cache" / "ipt-engine"
 
 
-def _finish(tmp: Path, final: Path) -> Path:
+def publish_build_dir(tmp: Path, final: Path) -> Path:
     """Publish a fully written asset directory atomically (rename), tolerating a concurrent builder."""
-    (tmp / _DONE).write_text("ok\n")
+    (tmp / ASSET_DONE).write_text("ok\n")
     try:
         os.replace(tmp, final)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)  # another process published it first
-        if not (final / _DONE).exists():
+        if not (final / ASSET_DONE).exists():
             raise
     return final
 
 
-def _fresh_tmp(final: Path) -> Path:
+def fresh_build_dir(final: Path) -> Path:
+    """An empty hidden sibling of ``final`` to build an asset in before :func:`publish_build_dir`."""
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -72,11 +73,11 @@ def mistral_tokenizer_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     import transformers
 
     final = cache_root(cache_dir) / "tokenizers" / f"{MISTRAL_TOKENIZER}-{digest}-v3-tf{transformers.__version__.split('.')[0]}"
-    if (final / _DONE).exists():
+    if (final / ASSET_DONE).exists():
         return final
-    tmp = _fresh_tmp(final)
+    tmp = fresh_build_dir(final)
     _write_tokenizer(sp_path, tmp)
-    return _finish(tmp, final)
+    return publish_build_dir(tmp, final)
 
 
 def sentencepiece_bpe_to_tokenizers(sp_path: Path) -> Any:
@@ -171,7 +172,7 @@ def tiny_model_dir(
     key = json.dumps({"arch": arch, "seed": seed, "cfg": cfg, "tok": tok_dir.name}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     final = cache_root(cache_dir) / "models" / f"tiny-{arch}-{digest}-tf{transformers.__version__.split('.')[0]}"
-    if (final / _DONE).exists():
+    if (final / ASSET_DONE).exists():
         return final
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
@@ -184,11 +185,11 @@ def tiny_model_dir(
         config, cls = MistralConfig(sliding_window=None, **common), MistralForCausalLM
     else:
         raise UserError(f"unknown tiny model architecture {arch!r} (expected llama or mistral)")
-    tmp = _fresh_tmp(final)
+    tmp = fresh_build_dir(final)
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
         model = cls(config)
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
-    return _finish(tmp, final)
+    return publish_build_dir(tmp, final)

@@ -33,7 +33,6 @@ import json
 import os
 import random
 import re
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,7 +41,6 @@ from typing import Any
 from ipt_engine.synth.prompt import encode_prompt, render_pairs, render_prompt
 
 FORMAT_VERSION = 1  # bump when the recipe's code changes in a way the recipe fields do not show
-_DONE = ".ipt-complete"
 
 # Standard-library modules whose docstrings make the corpus: long, real prose, on every machine.
 CORPUS_MODULES = (
@@ -176,30 +174,12 @@ def training_examples(texts: list[str], tokenizer: Any, recipe: Recipe) -> list[
 # --------------------------------------------------------------------------------------------------
 
 
-def _fresh(final: Path) -> Path:
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def _publish(tmp: Path, final: Path) -> Path:
-    (tmp / _DONE).write_text("ok\n")
-    try:
-        os.replace(tmp, final)
-    except OSError:  # another process published it first
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (final / _DONE).exists():
-            raise
-    return final
-
-
 def format_model_dir(cache_dir: str | os.PathLike | None = None, recipe: Recipe | None = None,
                      *, log: Any = None) -> Path:
     """Return the directory of the format-writing tiny model, building it first if it is not cached."""
     import transformers
 
-    from ipt_engine.assets import cache_root, tiny_model_dir
+    from ipt_engine.assets import ASSET_DONE, cache_root, fresh_build_dir, publish_build_dir, tiny_model_dir
 
     recipe = recipe or Recipe()
     base = tiny_model_dir("llama", cache_dir=cache_dir, num_hidden_layers=recipe.num_hidden_layers)
@@ -208,12 +188,12 @@ def format_model_dir(cache_dir: str | os.PathLike | None = None, recipe: Recipe 
                       "corpus": hashlib.sha256("\n\x00".join(texts).encode()).hexdigest()}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     final = cache_root(cache_dir) / "models" / f"format-llama-{digest}-tf{transformers.__version__.split('.')[0]}"
-    if (final / _DONE).exists():
+    if (final / ASSET_DONE).exists():
         return final
-    tmp = _fresh(final)
+    tmp = fresh_build_dir(final)
     _train(base, texts, recipe, tmp, log=log)
     (tmp / "ipt-format-model.json").write_text(json.dumps(json.loads(key), indent=2) + "\n")
-    return _publish(tmp, final)
+    return publish_build_dir(tmp, final)
 
 
 def _train(base: Path, texts: list[str], recipe: Recipe, out: Path, *, log: Any = None) -> None:
