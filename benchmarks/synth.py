@@ -1,6 +1,6 @@
 """Synthesis throughput: the paper's procedure against ours, one lever at a time.
 
-``python -m benchmarks.synthesize [--texts N] [--rounds 2 3] [--max-tokens 400] [--repeats R]``
+``python -m benchmarks.synth [--texts N] [--rounds 2 3] [--max-tokens 400] [--repeats R]``
 (synth env; ``VLLM_CPU_KVCACHE_SPACE=1 VLLM_ENABLE_V1_MULTIPROCESSING=0`` on CPU).
 
 Same engine build, same format-writing tiny model (:mod:`ipt_engine.synth.format_model`, so chains
