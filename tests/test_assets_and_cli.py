@@ -134,5 +134,5 @@ def test_pipeline_raw_stage_runs_and_resumes(tmp_path, capsys):
     assert "fill rate" in first and (tmp_path / "shards" / "raw" / "index.json").is_file()
     assert main(argv) == 0  # a rerun finds everything complete
     second = capsys.readouterr().out
-    assert "nothing to redo" in second
+    assert "already complete" in second
     assert first.split("ipt inspect")[1] == second.split("ipt inspect")[1]
