@@ -121,6 +121,8 @@ def run_part_stage(
     rejects = RejectLog(out, keep_bytes=int(ckpt["rejects_bytes"]))
     totals = [count_records(s) for s in sources]
     total = sum(totals) if all(t is not None for t in totals) else None
+    if limit is not None:
+        total = limit if total is None else min(total, limit)
     bar = tqdm(total=total, initial=int(ckpt["records"]), unit=progress_unit, desc=stage, dynamic_ncols=True)
     t0 = time.perf_counter()
 
