@@ -10,7 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ipt_engine.synth.planner import WordEstimate, chain_layout, make_measure, plan_chains, split_to_fit
+from ipt_engine.synth.planner import (
+    PromptMeasure,
+    WordEstimate,
+    chain_layout,
+    make_measure,
+    plan_chains,
+    split_to_fit,
+)
 from ipt_engine.synth.prompt import encode_prompt, render_context, render_example
 from tests.fixtures_synth import mistral_tokenizer  # noqa: F401
 
@@ -178,3 +185,58 @@ def test_every_request_fits_with_real_tokenizer(mistral_tokenizer):  # noqa: F81
             sent += 1
     assert sent > len(corpus)  # the long code text was split
     assert sorted({i for c in chains for i in c.items}) == list(range(len(corpus)))
+
+
+class _WordsAndPunctuation(PromptMeasure):
+    """A cheap monotone length: words plus punctuation marks (stands in for a tokenizer)."""
+
+    def measure(self, prompt):
+        return len(re.findall(r"\w+|[^\w\s]", prompt)), None
+
+
+def _greedy_reference(text, measure, budget):
+    """Unit-by-unit greedy growth (the obvious quadratic algorithm), paragraphs then sentences then words."""
+    from ipt_engine.synth import planner as p
+
+    def fits(piece):
+        return measure.count(p.render_context(piece.strip())) <= budget
+
+    def split(t, level):
+        if fits(t):
+            return [t]
+        if level == len(p._LEVELS):
+            return p._split_chars(t, measure, budget)
+        units = p._cut(t, p._LEVELS[level])
+        if len(units) <= 1:
+            return split(t, level + 1)
+        out, cur = [], ""
+        for u in units:
+            if cur and fits(cur + u):
+                cur += u
+                continue
+            if cur:
+                out.append(cur)
+            if fits(u):
+                cur = u
+            else:
+                out.extend(split(u, level + 1))
+                cur = ""
+        if cur:
+            out.append(cur)
+        return out
+
+    if fits(text):
+        return [text]
+    return [s for s in (x.strip() for x in split(text, 0)) if s]
+
+
+@given(
+    st.lists(st.lists(st.lists(st.text(alphabet="abcdefgh ,", min_size=1, max_size=12), min_size=1, max_size=6)
+                      .map(lambda ws: " ".join(ws) + "."), min_size=1, max_size=6)
+             .map(" ".join), min_size=1, max_size=8).map("\n\n".join),
+    st.integers(12, 60),
+)
+@settings(max_examples=150, deadline=None)
+def test_split_to_fit_equals_unit_by_unit_greedy(text, budget):
+    m = _WordsAndPunctuation()
+    assert split_to_fit(text, m, budget) == _greedy_reference(text, m, budget)
