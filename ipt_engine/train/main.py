@@ -83,6 +83,12 @@ def train(cfg: TrainConfig, *, extra_callbacks: Sequence[Any] = ()) -> Any:
     model = build_composer_model(hf_model, tokenizer, cfg.model.attn_implementation)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     loader_args = dict(seed=cfg.seed, eos_id=tokenizer.eos_token_id, pad_id=pad_id, vocab_size=len(tokenizer))
+    # A run killed by SIGKILL leaves Streaming's shared-memory segments behind, and a later run on the
+    # node can collide with them while registering its own; one job per node owns them, so its local
+    # rank 0 clears the stale ones first.
+    from streaming.base.util import clean_stale_shared_memory
+
+    clean_stale_shared_memory()
     train_dl = build_dataloader(train_plan, device_batch_size=per_device, **loader_args)
     evaluators = []
     if eval_plan is not None:
