@@ -133,6 +133,8 @@ def process_part(
         "failed_requests": drive.failed_requests,
         "generated_tokens": drive.generated_tokens,
         "generate_seconds": drive.seconds,
+        "prompt_tokens": drive.prompt_tokens,
+        "cached_prompt_tokens": drive.cached_tokens,
     }
     return rows, stats
 
@@ -244,6 +246,7 @@ def summary_rows(stats: dict[str, float], records: int, seconds: float) -> list[
     requests = int(stats.get("requests", 0))
     tokens = int(stats.get("generated_tokens", 0))
     gen_s = float(stats.get("generate_seconds", 0.0))
+    prompt, cached = int(stats.get("prompt_tokens", 0)), int(stats.get("cached_prompt_tokens", 0))
     return [
         ("texts", human(texts)),
         ("chains", human(int(stats.get("chains", 0)))),
@@ -254,6 +257,7 @@ def summary_rows(stats: dict[str, float], records: int, seconds: float) -> list[
         ("failed requests", human(int(stats.get("failed_requests", 0)))),
         ("generated tokens", human(tokens)),
         ("generated tokens/s per engine", f"{tokens / gen_s:,.1f}" if gen_s else "-"),
+        ("prompt tokens from prefix cache", f"{cached / prompt:.1%}" if prompt else "-"),
         ("texts/s (this run)", f"{records / seconds:,.2f}" if seconds and records else "-"),
         ("rejects", human(int(stats.get("rejects", 0)))),
     ]

@@ -40,7 +40,7 @@ from typing import Any
 
 from ipt_engine.synth.prompt import encode_prompt, render_pairs, render_prompt
 
-FORMAT_VERSION = 1  # bump when the recipe's code changes in a way the recipe fields do not show
+FORMAT_VERSION = 3  # bump when the recipe's code changes in a way the recipe fields do not show
 
 # Standard-library modules whose docstrings make the corpus: long, real prose, on every machine.
 CORPUS_MODULES = (
@@ -62,13 +62,16 @@ class Recipe:
     """Everything that decides the model's weights (part of the cache key)."""
 
     seed: int = 0
-    steps: int = 200
+    steps: int = 300
     batch_size: int = 8
     learning_rate: float = 3e-3
     warmup: int = 20
     max_context_words: int = 90
+    max_long_words: int = 400
+    """Long texts (consecutive paragraphs joined) reach this many words, so the model closes pairs on
+    document-sized texts and chains carry history there too, not only on paragraphs."""
     max_rounds: int = 3
-    max_seq_len: int = 640
+    max_seq_len: int = 2048
     num_hidden_layers: int = 4
 
 
@@ -126,33 +129,60 @@ _TEMPLATES = (
 
 
 def cloze_pairs(text: str, rng: random.Random, max_pairs: int = 4) -> list[dict[str, str]]:
-    """Cloze questions on the sentences of ``text``: one content word blanked per sentence."""
-    pairs = []
+    """Cloze questions on sentences of ``text``: one content word blanked per sentence.
+
+    The sentences are drawn from the whole text (in reading order), not its first few, so on a long
+    text the model learns to ask about any part of it, as the real synthesizer does.
+    """
+    eligible = []
     for sentence in _SENTENCE.split(text):
-        words = sentence.split()
-        if len(words) < 6:
-            continue
-        words = words[:24]
+        words = sentence.split()[:24]
         candidates = [i for i, w in enumerate(words) if _WORD.match(w.strip(".,;:()'\""))]
-        if not candidates:
-            continue
+        if len(words) >= 6 and candidates:
+            eligible.append((words, candidates))
+    chosen = sorted(rng.sample(range(len(eligible)), min(max_pairs, len(eligible))))
+    pairs = []
+    for k in chosen:
+        words, candidates = list(eligible[k][0]), eligible[k][1]
         i = rng.choice(candidates)
         answer = words[i].strip(".,;:()'\"")
         words[i] = words[i].replace(answer, "____")
         template = rng.choice(_TEMPLATES)
         pairs.append({"Q": template.format(s=" ".join(words)), "A": answer})
-        if len(pairs) == max_pairs:
-            break
     return pairs
 
 
+def long_texts(texts: list[str], rng: random.Random, max_words: int) -> list[str]:
+    """Document-sized texts: runs of consecutive paragraphs (mostly one module's), ``\\n\\n``-joined,
+    each cut off at a random length between a few paragraphs and ``max_words`` words."""
+    out, i = [], 0
+    while i < len(texts):
+        target = rng.randint(max_words // 3, max_words)
+        paragraphs, words = [], 0
+        while i < len(texts) and words + len(texts[i].split()) <= target:
+            paragraphs.append(texts[i])
+            words += len(texts[i].split())
+            i += 1
+        if len(paragraphs) < 2:  # one paragraph longer than the target: move on
+            i += 1
+            continue
+        out.append("\n\n".join(paragraphs))
+    return out
+
+
 def training_examples(texts: list[str], tokenizer: Any, recipe: Recipe) -> list[tuple[list[int], list[int]]]:
-    """(prompt ids, target ids) pairs: 1 to ``max_rounds`` rounds, target = the last round's pairs + EOS."""
+    """(prompt ids, target ids) pairs: 1 to ``max_rounds`` rounds, target = the last round's pairs + EOS.
+
+    Paragraph-sized and document-sized texts are grouped separately, so a long text's prompt carries
+    long earlier rounds, as a chain over a corpus of documents does.
+    """
     rng = random.Random(recipe.seed)
-    items = [(t, cloze_pairs(t, rng)) for t in texts]
-    items = [(t, p) for t, p in items if p]
     examples = []
-    for _ in range(4):  # a few passes with different groupings
+    for passes in range(8):  # a few passes with different groupings (and different long texts)
+        pool = texts if passes % 2 == 0 else long_texts(texts, rng, recipe.max_long_words)
+        # Grouping decides the rounds: a group of k texts is a (k-1)-round history plus the new text.
+        items = [(t, cloze_pairs(t, rng)) for t in pool]
+        items = [(t, p) for t, p in items if p]
         order = list(range(len(items)))
         rng.shuffle(order)
         i = 0
@@ -161,12 +191,32 @@ def training_examples(texts: list[str], tokenizer: Any, recipe: Recipe) -> list[
             group = [items[j] for j in order[i : i + k]]
             i += k
             history, (text, pairs) = group[:-1], group[-1]
-            prompt = encode_prompt(render_prompt(history, text), tokenizer)
-            target = list(tokenizer(render_pairs(pairs), add_special_tokens=False)["input_ids"])
+            rendered = render_prompt(history, text)
+            prompt = encode_prompt(rendered, tokenizer)
+            target = continuation_ids(prompt, encode_prompt(rendered + render_pairs(pairs), tokenizer))
             target.append(tokenizer.eos_token_id)
             if len(prompt) + len(target) <= recipe.max_seq_len:
                 examples.append((prompt, target))
     return examples
+
+
+def continuation_ids(prompt: list[int], whole: list[int]) -> list[int]:
+    """The ids ``whole`` adds after ``prompt``: the generation as the tokenizer cuts the whole string.
+
+    Tokenized on its own, the pairs would start with SentencePiece's word-initial "▁<" where the
+    prompt followed by the pairs has "<"; a model trained on the former writes ids that the next
+    round's prompt (rendered and tokenized whole) does not contain, so no block of a generation could
+    ever be served again from the prefix cache.
+    """
+    if whole[: len(prompt)] != prompt:
+        raise ValueError("the prompt's tokens are not a prefix of the prompt and its pairs")
+    return whole[len(prompt) :]
+
+
+def length_batches(examples: list[tuple[list[int], list[int]]], batch_size: int) -> list[list[int]]:
+    """Indices of ``examples`` in batches of similar total length, so little of a batch is padding."""
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]) + len(examples[i][1]))
+    return [order[i : i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -213,8 +263,9 @@ def _train(base: Path, texts: list[str], recipe: Recipe, out: Path, *, log: Any 
     remap[vocab] = torch.arange(len(vocab))
     pad = tokenizer.eos_token_id
     t0 = time.perf_counter()
+    batches = length_batches(examples, recipe.batch_size)
     for step in range(recipe.steps):
-        batch = rng.sample(examples, recipe.batch_size)
+        batch = [examples[i] for i in rng.choice(batches)]
         length = max(len(p) + len(t) for p, t in batch)
         ids = torch.full((len(batch), length), pad, dtype=torch.long)
         labels = torch.full((len(batch), length), -100, dtype=torch.long)

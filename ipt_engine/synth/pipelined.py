@@ -48,6 +48,10 @@ class DriveStats:
     """Generations that yielded no well-formed pair (the parse-failure count)."""
     seconds: float = 0.0
     rounds: list[int] = field(default_factory=list)
+    prompt_tokens: int = 0
+    """Prompt tokens of the served requests, where the engine reports them."""
+    cached_tokens: int = 0
+    """Of those, the ones served from the engine's prefix cache (not computed again)."""
 
     def add(self, other: DriveStats) -> None:
         self.requests += other.requests
@@ -55,6 +59,21 @@ class DriveStats:
         self.failed_requests += other.failed_requests
         self.unparsed += other.unparsed
         self.seconds += other.seconds
+        self.prompt_tokens += other.prompt_tokens
+        self.cached_tokens += other.cached_tokens
+
+    def served(self, completion: Any) -> None:
+        """Count one served request's generated, prompt and cached tokens."""
+        self.requests += 1
+        self.generated_tokens += completion.tokens
+        if completion.prompt_token_ids is not None:
+            self.prompt_tokens += len(completion.prompt_token_ids)
+        self.cached_tokens += completion.cached_tokens or 0
+
+    @property
+    def prefix_hit_rate(self) -> float | None:
+        """Share of prompt tokens served from the prefix cache (None when the engine does not say)."""
+        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else None
 
 
 # progress(requests finished, tokens generated) — called as work completes
@@ -125,8 +144,7 @@ def run_pipelined(chains: Sequence[Any], engine: Any, *, max_inflight: int | Non
                 chain.failed()
             else:
                 stats.unparsed += not chain.accept(completion.text)
-                stats.requests += 1
-                stats.generated_tokens += completion.tokens
+                stats.served(completion)
                 if progress is not None:
                     progress(1, completion.tokens)
             launch(chain)  # the same chain first: its prefix is in the cache now
@@ -162,8 +180,7 @@ def run_rounds(
                     chain.failed()
                     continue
                 stats.unparsed += not chain.accept(completion.text)
-                stats.requests += 1
-                stats.generated_tokens += completion.tokens
+                stats.served(completion)
             if progress is not None:
                 progress(len(batch), sum(c.tokens for c in completions))
     stats.seconds = time.perf_counter() - t0

@@ -73,3 +73,39 @@ def test_refused_request_fails_only_its_chain(engine, texts):
     assert first == [{"context": long_text, "QA_list": [], "inherit_from_prev": False, "followed_by_next": False}]
     assert stats.failed_requests == 2  # the first try and its one retry
     assert all(len(o) == 1 for o in others) and sum(bool(o[0]["QA_list"]) for o in others) >= 2
+
+
+def test_pipelined_next_round_reuses_the_earlier_round_from_the_prefix_cache(engine, texts, monkeypatch):
+    # A chain's next prompt starts with its previous prompt and the generation the format model wrote
+    # (tokenized whole, the ids are the same); admitted at once, every full block of that prefix is still
+    # cached, so vLLM computes only the new text.
+    block = engine._engine.vllm_config.cache_config.block_size
+    seen: dict[tuple[int, ...], tuple[list[int], int]] = {}
+    original = engine._completion
+
+    def recording(output):
+        seen[tuple(output.prompt_token_ids)] = (list(output.outputs[0].token_ids), output.num_cached_tokens)
+        return original(output)
+
+    monkeypatch.setattr(engine, "_completion", recording)
+    engine.llm.reset_prefix_cache()
+    chains = _plan(texts, engine)
+    stats = run_pipelined(chains, engine)
+    carried = into_generation = 0
+    for prompt, (_, cached) in seen.items():
+        earlier = [p for p in seen if len(p) < len(prompt) and prompt[: len(p)] == p]
+        if not earlier:
+            continue
+        previous = max(earlier, key=len)
+        done = list(previous) + seen[previous][0]
+        common = next((i for i, (a, b) in enumerate(zip(done, prompt)) if a != b), min(len(done), len(prompt)))
+        assert common >= len(previous)
+        assert cached == (common // block) * block
+        carried += 1
+        into_generation += common > len(previous) + 4
+    assert carried >= len(texts) // 3  # most chains carried at least one round
+    # The carried pairs are the generation's ids as generated (the format model learned the whole
+    # string's tokenization); they end early only where parse_pairs dropped a pair (an unfinished or
+    # repeated one), so the reuse runs well into the generation.
+    assert into_generation >= 0.75 * carried, "the next prompt should hold the earlier generation's ids"
+    assert stats.prefix_hit_rate is not None and stats.cached_tokens > 0

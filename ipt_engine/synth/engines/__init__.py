@@ -35,6 +35,8 @@ class Completion:
     finish_reason: str | None = None
     prompt_token_ids: tuple[int, ...] | None = None
     """What the engine reports it received, where it says (vLLM does): the one-BOS check reads it."""
+    cached_tokens: int | None = None
+    """How many leading prompt tokens the engine served from its prefix cache, where it says (vLLM)."""
 
 
 class Engine:

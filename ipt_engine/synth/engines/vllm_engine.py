@@ -76,6 +76,9 @@ class VLLMEngine(Engine):
         self.tokenizer = self.llm.get_tokenizer()
         self._engine = self.llm.llm_engine
         self._ids = itertools.count()
+        from vllm.sampling_params import RequestOutputKind
+
+        self._final_only = RequestOutputKind.FINAL_ONLY
 
     # -- shared ------------------------------------------------------------------------------------
 
@@ -101,7 +104,7 @@ class VLLMEngine(Engine):
         out = output.outputs[0]
         received = tuple(output.prompt_token_ids) if output.prompt_token_ids is not None else None
         return Completion(text=out.text, tokens=len(out.token_ids), finish_reason=out.finish_reason,
-                          prompt_token_ids=received)
+                          prompt_token_ids=received, cached_tokens=getattr(output, "num_cached_tokens", None))
 
     # -- one call per batch (round by round) -------------------------------------------------------
 
@@ -130,7 +133,11 @@ class VLLMEngine(Engine):
         renderer = getattr(self._engine, "renderer", None)
         if renderer is not None and hasattr(renderer, "render_cmpl"):
             prompt_obj = renderer.render_cmpl([prompt_obj])[0]  # the non-deprecated input path
-        self._engine.add_request(request_id, prompt_obj, self.sampling_params(max_tokens))
+        params = self.sampling_params(max_tokens)
+        # Only the finished output is read: without this, every step would build a cumulative output
+        # (text and token list so far) for every running request, which LLM.generate also skips.
+        params.output_kind = self._final_only
+        self._engine.add_request(request_id, prompt_obj, params)
         return request_id
 
     def poll(self) -> list[tuple[str, Completion]]:
