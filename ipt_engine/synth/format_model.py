@@ -10,16 +10,22 @@ CPU to continue synthesizer prompts with well-formed pairs:
 - pairs: made mechanically, cloze questions ("Fill in the blank: … ____ …", answer the missing word)
   on sentences of the text, so answers copy spans of the context, as the real synthesizer's do (which
   is what n-gram speculation exploits);
+- texts of two sizes: paragraphs (30-90 words) and documents (runs of consecutive paragraphs, up to
+  400 words, :func:`long_texts`). Trained on paragraphs alone, the model closed pairs on 0.6 of
+  350-word texts and almost no chain carried a history, which left the multi-round behaviour (and the
+  prefix-cache reuse it allows) unexercised on corpus-sized texts;
 - prompts: exactly the synthesizer's layout (:mod:`ipt_engine.synth.prompt`), one to three rounds, each
   earlier round carried as context + pairs + ``</s>``; the loss is on the generated part only (pairs,
-  then EOS).
+  then EOS), and the target is the whole string's tokenization after the prompt
+  (:func:`continuation_ids`), so what the model writes is, id for id, what the next round's prompt
+  holds — as for the real synthesizer, which was trained on whole strings.
 
 The result is deterministic (fixed seeds, single-threaded-safe ops, a fixed corpus order) and cached
 under ``<cache>/models/format-<hash>``, the hash covering the corpus, the recipe, the base model and the
 transformers major version, so a changed ingredient rebuilds it and an unchanged one loads in a
 second. It trains with whatever torch the running environment has: the synth env (torch 2.13 CPU,
 transformers 5) builds the copy vLLM loads, the train env (torch 2.7, transformers 4) builds its own
-for the HF engine; a build takes about 90 s on two idle cores (much longer on busy ones).
+for the HF engine; a build takes about 2.7 min on two idle cores (much longer on busy ones).
 
 Its answers are often wrong; what matters is that it reliably writes well-formed pairs that
 ``parse_pairs`` accepts, closes them, and stops with EOS after a few pairs.
