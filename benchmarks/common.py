@@ -109,5 +109,9 @@ def write_results(suite: str, cases: list[dict[str, Any]], *, out_dir: str | Pat
     path = out / f"{suite}-{machine}-{time.strftime('%Y%m%d')}.json"
     doc = {"suite": suite, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": commit(),
            "env": env, "cases": cases, **(extra or {})}
-    path.write_text(json.dumps(doc, indent=2) + "\n")
+    # Written atomically: benchmarks rewrite this file after every repeat, and a run cut short must
+    # leave the last complete file, never a truncated one.
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(path)
     return path
