@@ -8,7 +8,6 @@ Medians, not means: shared machines are noisy.
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import platform
 import re
 import statistics
@@ -17,6 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from ipt_engine.io.atomic import atomic_write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -109,9 +110,7 @@ def write_results(suite: str, cases: list[dict[str, Any]], *, out_dir: str | Pat
     path = out / f"{suite}-{machine}-{time.strftime('%Y%m%d')}.json"
     doc = {"suite": suite, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": commit(),
            "env": env, "cases": cases, **(extra or {})}
-    # Written atomically: benchmarks rewrite this file after every repeat, and a run cut short must
-    # leave the last complete file, never a truncated one.
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    tmp.replace(path)
+    # Atomic: benchmarks rewrite this file after every repeat, and a run cut short must leave the
+    # last complete file, never a truncated one.
+    atomic_write_json(path, doc)
     return path
