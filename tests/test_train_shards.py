@@ -64,8 +64,11 @@ def pack_concat(docs: list[np.ndarray], n: int) -> list[tuple[np.ndarray, np.nda
 
 
 def write_ipt_shards(out: Path, texts: list[str], *, max_seq_len: int = 64, tok=None,
-                     fingerprint: dict | None = None, doc_lens: bool = True) -> Path:
-    """A real MDS directory in the ``ipt convert`` layout (or, ``doc_lens=False``, llm-foundry's)."""
+                     fingerprint: dict | None = None, doc_lens: bool = True, max_rows: int | None = None) -> Path:
+    """A real MDS directory in the ``ipt convert`` layout (or, ``doc_lens=False``, llm-foundry's).
+
+    ``max_rows`` keeps the first rows only: an epoch of a known size.
+    """
     from streaming import MDSWriter
 
     from ipt_engine.data.tokenizer_info import tokenizer_fingerprint
@@ -73,7 +76,7 @@ def write_ipt_shards(out: Path, texts: list[str], *, max_seq_len: int = 64, tok=
     tok = tok or tokenizer()
     docs = [np.array([tok.bos_token_id, *tok(t, add_special_tokens=False)["input_ids"], tok.eos_token_id])
             for t in texts]
-    rows = pack_concat(docs, max_seq_len)
+    rows = pack_concat(docs, max_seq_len)[:max_rows]
     columns = {"tokens": "ndarray:int32", "doc_lens": "ndarray:int32"} if doc_lens else {"tokens": "ndarray:int32"}
     with MDSWriter(out=str(out), columns=columns, compression="zstd") as w:
         for tokens, lens in rows:

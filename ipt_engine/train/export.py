@@ -1,6 +1,8 @@
 """The trained model in Hugging Face format: ``save_pretrained`` of model and tokenizer.
 
-Every rank takes part in gathering the full state dict (FSDP shards it); global rank 0 writes. The
+Under FSDP every rank takes part in gathering the full state dict (the parameters are sharded); under
+DDP or one process the replica on global rank 0 already holds every weight, so only it writes, and the
+other ranks wait at a barrier so that none exits (and tears down the process group) mid-write. The
 exported config names plain ``sdpa`` attention, so the directory loads anywhere, without ipt-engine:
 packed attention is a training-time layout, not part of the model.
 """
@@ -14,21 +16,27 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-def export_hf(trained: Any, hf_model: Any, tokenizer: Any, folder: str | Path, *, dtype: str = "bfloat16") -> Path | None:
+def export_hf(
+    trained: Any, hf_model: Any, tokenizer: Any, folder: str | Path, *, dtype: str = "bfloat16", sharded: bool = False
+) -> Path | None:
     """Write ``folder`` (config, safetensors, tokenizer); return it on rank 0, None elsewhere.
 
-    ``trained`` is the module as the trainer holds it (FSDP-wrapped under FSDP), from which the full
-    state dict is gathered; ``hf_model`` is the plain Hugging Face model that writes config and files.
+    ``trained`` is the unwrapped Hugging Face module the trainer optimized (its submodules FSDP-wrapped
+    when ``sharded``), from which the state dict is taken; ``hf_model`` is the plain Hugging Face model
+    that writes config and files. Every rank must call this (collectives inside).
     """
     import torch
     from composer.utils import dist
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     distributed = dist.is_initialized() and dist.get_world_size() > 1
     if distributed:
+        dist.barrier()  # every rank has finished its last step before anything is read or written
+    if distributed and sharded:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
         state = get_model_state_dict(trained, options=options)
-    else:
+    elif dist.get_global_rank() == 0:
         state = {k: v.detach().cpu() for k, v in trained.state_dict().items()}
     if dist.get_global_rank() != 0:
         dist.barrier()

@@ -9,7 +9,9 @@ every cheap check (config, batch sizes, paths, tokenizer against shards) runs be
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ipt_engine.errors import UserError
@@ -18,9 +20,17 @@ from ipt_engine.train.config import TrainConfig, check_batch_sizes, check_local_
 log = logging.getLogger(__name__)
 
 
-def real_tokens(batch: dict[str, Any]) -> int:
-    """Tokens that are data (not padding): what tokens/s and token-based durations count."""
-    return int(batch["doc_lens"].sum())
+def real_tokens(batch: dict[str, Any]) -> dict[str, int]:
+    """Token counts of a batch, as Composer's ``DataSpec`` asks for them.
+
+    ``total``: tokens that are data (not padding), what tokens/s and token-based durations count.
+    ``loss_generating``: positions with a label (a document's last token predicts nothing), what the
+    loss of a microbatch is averaged over. Composer weights each microbatch by the latter
+    (``accumulate_train_batch_on_tokens``), so a step's loss and gradient are the mean over every label
+    of the global batch, whatever the split into ranks and microbatches: two ranks × 2 samples give the
+    same step as one process × 2 microbatches of 2.
+    """
+    return {"total": int(batch["doc_lens"].sum()), "loss_generating": int((batch["labels"] != -100).sum())}
 
 
 def _device(cfg: TrainConfig) -> str:
@@ -109,6 +119,7 @@ def train(cfg: TrainConfig, *, extra_callbacks: Sequence[Any] = ()) -> Any:
         schedulers=build_scheduler(cfg.scheduler),
         device=device,
         device_train_microbatch_size=cfg.device_train_microbatch_size,
+        accumulate_train_batch_on_tokens=True,
         precision=cfg.precision,
         parallelism_config={"fsdp": cfg.fsdp_config} if cfg.fsdp_config is not None else None,
         callbacks=[*build_callbacks(cfg.callbacks, on_gpu=device == "gpu"), *extra_callbacks],
@@ -127,12 +138,58 @@ def train(cfg: TrainConfig, *, extra_callbacks: Sequence[Any] = ()) -> Any:
         dist_timeout=cfg.dist_timeout,
     )
     trainer.logger.log_hyperparameters({"config": to_dict(cfg)})
-    trainer.fit()
-
     folder = export_folder(cfg)
+    done = already_trained(trainer.state)
+    if done is not None:
+        # Composer would raise a ValueError with a traceback; a finished run asked again is not an error.
+        if dist.get_global_rank() == 0:
+            print(f"ipt train: already trained to {done} (checkpoint {latest_checkpoint(cfg)}); "
+                  "raise max_duration to continue", file=sys.stderr)
+        if folder is None or export_exists(folder):
+            return trainer
+    else:
+        trainer.fit()
+
     if folder is not None:
-        export_hf(trainer.state.model.model, hf_model, tokenizer, folder, dtype=cfg.export.dtype)
+        export_hf(unwrap(trainer.state.model).model, hf_model, tokenizer, folder,
+                  dtype=cfg.export.dtype, sharded=cfg.fsdp_config is not None)
     return trainer
+
+
+def unwrap(model: Any) -> Any:
+    """The ComposerModel inside ``state.model``: under DDP Composer holds the ``DistributedDataParallel``
+    wrapper there (FSDP wraps submodules in place, so the ComposerModel stays on top)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def already_trained(state: Any) -> str | None:
+    """``max_duration`` as text when the resumed timestamp has reached it (the run has nothing left)."""
+    limit = state.max_duration
+    if limit is None:
+        return None
+    try:
+        elapsed = state.timestamp.get(limit.unit)
+    except (ValueError, KeyError):  # a unit the timestamp does not count (``dur``): let Composer decide
+        return None
+    return str(limit) if elapsed >= limit else None
+
+
+def latest_checkpoint(cfg: TrainConfig) -> str:
+    """Where autoresume found the state: the checkpoint Composer's ``latest-rank0.pt`` link points to."""
+    if not cfg.save_folder or "://" in cfg.save_folder:
+        return cfg.load_path or str(cfg.save_folder)
+    link = Path(cfg.save_folder.replace("{run_name}", cfg.run_name or "run")) / "latest-rank0.pt"
+    return str(link.resolve()) if link.exists() else cfg.load_path or str(link)
+
+
+def export_exists(folder: str) -> bool:
+    """A finished export: config and weights written (a run killed mid-export has neither both)."""
+    if "://" in folder:
+        return False
+    out = Path(folder)
+    return (out / "config.json").is_file() and any(out.glob("*.safetensors"))
 
 
 def main(argv: Sequence[str]) -> int:
