@@ -18,9 +18,13 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", metavar="CONFIG.yaml", help="training config (see examples/)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+    parser.add_argument("--verbose", action="store_true",
+                        help="print every metric of every batch (Composer's console logger) instead of one line "
+                             "per console_log_interval; the same as loggers.console=full")
 
 
 def run(args: argparse.Namespace) -> int:
     from ipt_engine.train.main import main
 
-    return main([args.config, *args.overrides])
+    verbose = ["loggers.console=full"] if getattr(args, "verbose", False) else []
+    return main([args.config, *args.overrides, *verbose])

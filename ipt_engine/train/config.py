@@ -127,7 +127,11 @@ class LoggersConfig:
     """Where metrics go. Third-party loggers take their Composer constructor arguments verbatim."""
 
     console_log_interval: str = "1ba"
-    progress_bar: bool = False
+    console: Literal["compact", "full"] = "compact"
+    """``compact``: one line per interval (loss, lr, tokens/s, MFU) and one per evaluation; ``full``:
+    Composer's console logger, every metric of every call (``ipt train --verbose``)."""
+    progress_bar: bool | None = None
+    """Composer's progress bar; default: on when stderr is a terminal (off in CI logs and files)."""
     jsonl: JsonlLoggerConfig | None = None
     wandb: dict[str, Any] | None = None
     mlflow: dict[str, Any] | None = None

@@ -107,6 +107,16 @@ def train(cfg: TrainConfig, *, extra_callbacks: Sequence[Any] = ()) -> Any:
                                     metric_names=["LanguageCrossEntropy", "LanguagePerplexity"]))
 
     optimizer = build_optimizer(cfg.optimizer, model)
+    loggers = build_loggers(cfg.loggers, cfg.run_name)
+    progress_bar = cfg.loggers.progress_bar
+    if progress_bar is None:
+        progress_bar = sys.stderr.isatty()
+    if cfg.loggers.console == "compact":
+        from ipt_engine.train.console import build_compact_console_logger
+
+        loggers.append(build_compact_console_logger(cfg.loggers.console_log_interval))
+    else:
+        progress_bar = False  # Composer's full console logger and its progress bar exclude each other
     trainer = Trainer(
         run_name=cfg.run_name,
         model=model,
@@ -123,9 +133,9 @@ def train(cfg: TrainConfig, *, extra_callbacks: Sequence[Any] = ()) -> Any:
         precision=cfg.precision,
         parallelism_config={"fsdp": cfg.fsdp_config} if cfg.fsdp_config is not None else None,
         callbacks=[*build_callbacks(cfg.callbacks, on_gpu=device == "gpu"), *extra_callbacks],
-        loggers=build_loggers(cfg.loggers, cfg.run_name),
-        progress_bar=cfg.loggers.progress_bar,
-        log_to_console=True,
+        loggers=loggers,
+        progress_bar=progress_bar,
+        log_to_console=cfg.loggers.console == "full",
         console_log_interval=cfg.loggers.console_log_interval,
         save_folder=cfg.save_folder,
         save_interval=cfg.save_interval,
