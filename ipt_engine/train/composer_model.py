@@ -4,7 +4,8 @@
 microbatch) once, and every attention layer reads it. ``flops_per_batch`` feeds Composer's SpeedMonitor
 (MFU): matmul FLOPs for real tokens only, and attention FLOPs over the pairs the document mask allows,
 Σ L(L+1)/2 per document, not N² per row, so a packed run is neither flattered by padding nor charged for
-cross-document pairs it never computes.
+cross-document pairs it never computes. The training loss runs without materializing the logits
+(:func:`ipt_engine.train.model.attach_lm_loss`, ``model.cross_entropy``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ipt_engine.train.attention import CONTEXT_KWARG, build_context
+from ipt_engine.train.model import attach_lm_loss
 
 
 def attention_pairs(doc_lens: Any) -> int:
@@ -50,7 +52,8 @@ def _packed_causal_lm_class() -> type:
     class PackedCausalLM(HuggingFaceModel):
         """HuggingFaceModel whose forward builds packed attention metadata from ``doc_lens``."""
 
-        def __init__(self, model: Any, tokenizer: Any, attn_implementation: str):
+        def __init__(self, model: Any, tokenizer: Any, attn_implementation: str, cross_entropy: str = "auto",
+                     cross_entropy_chunk_size: int = 2048):
             super().__init__(
                 model,
                 tokenizer,
@@ -61,6 +64,9 @@ def _packed_causal_lm_class() -> type:
                 allow_embedding_resizing=False,
             )
             self.attn_implementation = attn_implementation
+            # Training loss without the logits; eval_forward drops the labels first, so evaluation gets
+            # the model's own logits, which LanguageCrossEntropy and LanguagePerplexity read.
+            self.cross_entropy = attach_lm_loss(model, cross_entropy, cross_entropy_chunk_size)
             self._n_matmul_params = matmul_params(model)
 
         def forward(self, batch: dict[str, Any]) -> Any:
@@ -88,5 +94,8 @@ def _packed_causal_lm_class() -> type:
     return PackedCausalLM
 
 
-def build_composer_model(hf_model: Any, tokenizer: Any, attn_implementation: str) -> Any:
-    return _packed_causal_lm_class()(hf_model, tokenizer, attn_implementation)
+def build_composer_model(hf_model: Any, tokenizer: Any, attn_implementation: str, cross_entropy: str = "auto",
+                         cross_entropy_chunk_size: int = 2048) -> Any:
+    """The Composer model around ``hf_model``; ``cross_entropy`` as ``model.cross_entropy`` in the YAML."""
+    return _packed_causal_lm_class()(hf_model, tokenizer, attn_implementation, cross_entropy,
+                                     cross_entropy_chunk_size)

@@ -41,6 +41,14 @@ class ModelConfig:
     init_device: Literal["cpu", "meta"] = "cpu"
     """``meta`` builds the model without memory and lets FSDP materialize each shard on its GPU."""
     gradient_checkpointing: bool = False
+    cross_entropy: Literal["auto", "fused", "chunked", "full"] = "auto"
+    """How the LM head and loss run in training. ``chunked``: a few thousand tokens' logits at a time, with
+    their gradients, never the whole tokens × vocab matrix (PyTorch, any device); ``fused``: the same in
+    Liger-Kernel's Triton kernel (CUDA); ``auto``: fused on CUDA, chunked elsewhere; ``full``: Hugging
+    Face's materialized logits. All give the same loss; evaluation always materializes the logits of a
+    microbatch, which its metrics need."""
+    cross_entropy_chunk_size: int = 2048
+    """Tokens per chunk for ``chunked``: its logits buffer is chunk × vocab float32."""
 
 
 @dataclass
@@ -196,6 +204,10 @@ def check_static(cfg: TrainConfig) -> TrainConfig:
         m.pretrained = m.pretrained_model_name_or_path is not None
     elif m.pretrained and m.pretrained_model_name_or_path is None:
         raise UserError("model.pretrained: true needs model.pretrained_model_name_or_path (where the weights are)")
+    if m.cross_entropy_chunk_size <= 0:
+        raise UserError(f"model.cross_entropy_chunk_size: must be positive, got {m.cross_entropy_chunk_size}")
+    if m.cross_entropy == "fused" and cfg.device == "cpu":
+        raise UserError("model.cross_entropy: fused needs a GPU (Liger-Kernel); use auto or chunked on CPU")
     _check_time(cfg.max_duration, "max_duration", _DURATION)
     _check_time(cfg.save_interval, "save_interval")
     _check_time(cfg.eval_interval, "eval_interval")

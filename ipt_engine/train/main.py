@@ -90,7 +90,8 @@ def train(cfg: TrainConfig, *, extra_callbacks: Sequence[Any] = ()) -> Any:
     eval_plan = plan_loader(cfg.eval_loader, "eval_loader", fingerprint) if cfg.eval_loader else None
 
     hf_model = build_hf_model(cfg.model, tokenizer, seed=cfg.seed)
-    model = build_composer_model(hf_model, tokenizer, cfg.model.attn_implementation)
+    model = build_composer_model(hf_model, tokenizer, cfg.model.attn_implementation, cfg.model.cross_entropy,
+                                 cfg.model.cross_entropy_chunk_size)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     loader_args = dict(seed=cfg.seed, eos_id=tokenizer.eos_token_id, pad_id=pad_id, vocab_size=len(tokenizer))
     # A run killed by SIGKILL leaves Streaming's shared-memory segments behind, and a later run on the

@@ -11,11 +11,14 @@ each shard where it lands.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ipt_engine.errors import UserError
 from ipt_engine.train.attention import REGISTERED, register_attention
 from ipt_engine.train.config import ModelConfig
+
+log = logging.getLogger(__name__)
 
 
 def build_hf_config(cfg: ModelConfig, tokenizer: Any) -> Any:
@@ -78,6 +81,70 @@ def attach_fsdp_hooks(model: Any) -> None:
     model.fsdp_wrap_fn = lambda module: isinstance(module, layers)
     model.activation_checkpointing_fn = lambda module: isinstance(module, layers)
     model.param_init_fn = lambda module: _init_module(model, module)
+
+
+# Config fields that make a model's logits more than ``hidden @ W_headᵀ`` (soft-capping, scaling): the
+# loss without logits would silently drop them, so such models train with ``full``.
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_logits_scale")
+
+
+def lm_loss_unsupported(model: Any) -> str | None:
+    """Why ``model``'s LM head cannot run as a loss without logits, or None when it can."""
+    import torch
+
+    head = model.get_output_embeddings()
+    if not isinstance(head, torch.nn.Linear) or head.bias is not None:
+        return f"its output layer is {type(head).__name__}{' with a bias' if head is not None else ''}, not a bias-free Linear"
+    if not callable(getattr(model, "get_decoder", None)):
+        return "it has no get_decoder()"
+    for name in _LOGIT_TRANSFORMS:
+        if getattr(model.config, name, None) not in (None, 1.0):
+            return f"its config transforms the logits ({name}={getattr(model.config, name)})"
+    return None
+
+
+def _lm_loss_forward(self: Any, input_ids: Any = None, position_ids: Any = None, labels: Any = None,
+                     **kwargs: Any) -> Any:
+    """A causal LM's forward whose loss never materializes the logits (bound onto the model instance).
+
+    It runs inside the model's own ``forward``, so wrappers that act around it (FSDP gathering the head
+    and embedding weights, DDP) see an ordinary call. Without ``labels`` (evaluation, generation) it is
+    the class's own forward, logits and all.
+    """
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    from ipt_engine.train.loss import causal_lm_loss
+
+    if labels is None:
+        return type(self).forward(self, input_ids=input_ids, position_ids=position_ids, **kwargs)
+    out = self.get_decoder()(input_ids=input_ids, position_ids=position_ids, **kwargs)
+    mode, chunk_size = self.ipt_cross_entropy
+    loss = causal_lm_loss(out.last_hidden_state, self.get_output_embeddings().weight, labels,
+                          mode=mode, chunk_size=chunk_size)
+    return CausalLMOutputWithPast(loss=loss)
+
+
+def attach_lm_loss(model: Any, cross_entropy: str, chunk_size: int = 2048) -> str:
+    """Make ``model``'s training forward compute its loss as ``cross_entropy`` says; return the mode set.
+
+    ``full`` leaves the model as it is. ``auto`` on a model whose logits are more than a bias-free linear
+    head falls back to ``full`` (logged); ``chunked`` or ``fused`` there is a user error.
+    """
+    import types
+
+    if cross_entropy == "full":
+        model.__dict__.pop("forward", None)
+        return "full"
+    why = lm_loss_unsupported(model)
+    if why is not None:
+        if cross_entropy != "auto":
+            raise UserError(f"model.cross_entropy: {cross_entropy} cannot train {type(model).__name__}: {why}; use full")
+        log.info("model.cross_entropy: auto uses full logits for %s: %s", type(model).__name__, why)
+        return "full"
+    model.ipt_cross_entropy = (cross_entropy, chunk_size)
+    # An instance attribute, so copies of the model (deepcopy rebinds bound methods) keep it.
+    model.forward = types.MethodType(_lm_loss_forward, model)
+    return cross_entropy
 
 
 def build_hf_model(cfg: ModelConfig, tokenizer: Any, *, seed: int = 17) -> Any:
