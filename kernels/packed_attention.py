@@ -31,9 +31,11 @@ Work decomposition (no tile ever touches a token outside the triangle it needs):
   (and key-bound) mask.
 * dK/dV: a key tile ``[n0, n0 + BLOCK_N)`` visits queries ``[n0, e)`` (causal) or ``[s, e)``; the
   diagonal tiles and the document's last partial tile are masked, the rest are not.
-* GQA: with ``deterministic=True`` (or Hq == Hkv) one dK/dV program owns a k/v head and loops over the
-  q heads of its group in a fixed order, so dK/dV are written once, bit-reproducibly. Otherwise one
-  program per q head accumulates into fp32 dK/dV with atomics (more parallelism, order not fixed).
+* GQA: one dK/dV program per q head. By default they accumulate into fp32 dK/dV with atomics (order
+  not fixed). With ``deterministic=True`` each writes its q head's share into its own fp32 slot
+  ``(total, Hq, D)`` and the group is summed afterwards in a fixed order, bit-reproducibly (a k/v-head
+  program looping over its q heads would need dK, dV, K and V live across three nested loops: it
+  spills hundreds of bytes to kilobytes on sm_90 at every tile size). Hq == Hkv stores directly.
   dQ is always computed by its own kernel without atomics.
 
 Shapes: head dims 16, 32, 64, 128, 256; fp16, bf16, fp32 (fp32 dots run in IEEE fp32 for checks).
@@ -47,6 +49,15 @@ import os
 import torch
 import triton
 import triton.language as tl
+
+from .autotune_configs import (
+    TUNED_BLOCKS,
+    autotune_space,
+    config_key,
+    device_capability,
+    offered_configs,
+    plan_block,
+)
 
 # Read once, at import: Triton decides interpreter vs compiled when the kernels are decorated.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -65,35 +76,26 @@ _MIN_LEN_BUCKET, _MAX_LEN_BUCKET = 64, 16384
 # --------------------------------------------------------------------------------------------------
 # Autotune configurations
 # --------------------------------------------------------------------------------------------------
-# The plan's block (BLOCK_M for forward / dQ, BLOCK_N for dK/dV) is fixed per head dim by the launcher
-# (the plan is built for it); autotune picks the inner block, warps and pipeline stages.
+# The plan's block (BLOCK_M for forward / dQ, BLOCK_N for dK/dV) is fixed per head dim and GPU by the
+# launcher (the plan is built for it); autotune picks the inner block, warps and pipeline stages.
 
 
 def _fwd_block_m(head_dim: int) -> int:
     if INTERPRET:
         return 16  # tl.dot's minimum; keeps interpreter tests fast
-    return 64 if head_dim == 256 else 128  # 128 rows x 256 dims of fp32 accumulator would spill
+    return plan_block("fwd", head_dim, device_capability())  # fp32 accumulator: BLOCK_M x D
 
 
 def _dkdv_block_n(head_dim: int) -> int:
     if INTERPRET:
         return 16
-    return 64 if head_dim == 256 else 128  # dK and dV accumulators: 2 x BLOCK_N x D fp32
+    return plan_block("bwd_dkdv", head_dim, device_capability())  # dK, dV accumulators: 2 x BLOCK_N x D
 
 
 def _dq_block_m(head_dim: int) -> int:
     if INTERPRET:
         return 16
-    return 64 if head_dim == 256 else 128
-
-
-def _inner_configs(name: str, sizes: tuple[int, ...]) -> list[triton.Config]:
-    return [
-        triton.Config({name: size}, num_warps=warps, num_stages=stages)
-        for size in sizes
-        for warps in (4, 8)
-        for stages in (2, 3, 4)
-    ]
+    return plan_block("bwd_dq", head_dim, device_capability())
 
 
 def _fixed_config(name: str) -> dict:
@@ -103,27 +105,24 @@ def _fixed_config(name: str) -> dict:
     return {name: 16, "num_warps": 4, "num_stages": 1}  # 16: tl.dot's minimum tile
 
 
-def _autotune(name: str, sizes: tuple[int, ...], key: list[str], **kwargs):
+def _autotune(kernel: str, key: list[str], **kwargs):
     """``triton.autotune`` over the inner block / warps / stages on GPU; identity elsewhere."""
     if not AUTOTUNE:
         return lambda fn: fn
-    return triton.autotune(configs=_inner_configs(name, sizes), key=key,
-                           prune_configs_by={"early_config_prune": _prune_inner(name)}, **kwargs)
+    return triton.autotune(configs=autotune_space(kernel), key=key,
+                           prune_configs_by={"early_config_prune": _prune_inner(kernel)}, **kwargs)
 
 
-def _prune_inner(name: str):
+def _prune_inner(kernel: str):
+    name = TUNED_BLOCKS[kernel][0]
+
     def prune(configs, named_args, **kwargs):
         head_dim = kwargs.get("HEAD_DIM", named_args.get("HEAD_DIM"))
         bucket = named_args.get("len_bucket", _MAX_LEN_BUCKET)
-        kept = []
-        for config in configs:
-            size = config.kwargs[name]
-            if head_dim == 256 and (size > 64 or config.num_stages > 2):
-                continue  # shared memory: K and V tiles of 256 dims per stage
-            if size > bucket:
-                continue  # a tile longer than every document only adds masked work
-            kept.append(config)
-        return kept or configs[:1]
+        offered = offered_configs(kernel, head_dim, device_capability())
+        kept = [c for c in configs if config_key(c) in offered and c.kwargs[name] <= bucket]
+        # A tile longer than every document only adds masked work; the smallest offered one is kept.
+        return kept or [c for c in configs if config_key(c) in offered][:1] or configs[:1]
 
     return prune
 
@@ -178,7 +177,7 @@ def _attn_fwd_inner(
 
 
 @_autotune(
-    "BLOCK_N", (32, 64, 128), key=["HEAD_DIM", "BLOCK_M", "len_bucket", "CAUSAL"],
+    "fwd", key=["HEAD_DIM", "BLOCK_M", "len_bucket", "CAUSAL"],
     reset_to_zero=["trace_ptr"],  # TRACE counts with atomics; benchmarking configs must not add up
 )
 @triton.jit
@@ -309,8 +308,8 @@ def _attn_bwd_dkdv_inner(
 
 
 @_autotune(
-    "BLOCK_M", (32, 64),
-    key=["HEAD_DIM", "BLOCK_N", "len_bucket", "CAUSAL", "HEADS_PER_PROGRAM", "ATOMIC"],
+    "bwd_dkdv",
+    key=["HEAD_DIM", "BLOCK_N", "len_bucket", "CAUSAL", "ATOMIC"],
     reset_to_zero=["dk_ptr", "dv_ptr"],  # the ATOMIC variant accumulates while benchmarking configs
 )
 @triton.jit
@@ -324,14 +323,14 @@ def _packed_attn_bwd_dkdv_kernel(
     dv_ptr, dv_stride_t, dv_stride_h,
     cu_seqlens_ptr, plan_ptr,
     sm_scale, qk_scale, n_heads, len_bucket,
-    GROUPS: tl.constexpr, HEADS_PER_PROGRAM: tl.constexpr, ATOMIC: tl.constexpr,
+    GROUPS: tl.constexpr, ATOMIC: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, INPUT_PRECISION: tl.constexpr,
 ):
-    """One program = one key tile of one document for one k/v head (all its q heads) or one q head.
+    """One program = one key tile of one document for one q head.
 
-    ``HEADS_PER_PROGRAM == GROUPS``: program head = k/v head, q heads looped in order, plain stores.
-    ``HEADS_PER_PROGRAM == 1``: program head = q head; with ATOMIC, fp32 atomics into dK/dV.
+    ATOMIC: fp32 atomics into dK/dV of the q head's k/v head. Otherwise a plain store into the q head's
+    own slot (``dk_ptr`` then has Hq heads: dK/dV themselves when Hq == Hkv, else per-q-head buffers).
     """
     tl.static_assert(BLOCK_M >= 16 and BLOCK_N >= 16, "tl.dot needs tiles of at least 16")
     pid = tl.program_id(0)
@@ -343,12 +342,8 @@ def _packed_attn_bwd_dkdv_kernel(
     k_start = tl.load(plan_ptr + 2 * entry + 1)
     doc_start = tl.load(cu_seqlens_ptr + doc)
     doc_end = tl.load(cu_seqlens_ptr + doc + 1)
-    if HEADS_PER_PROGRAM == 1:
-        kv_head = head // GROUPS
-        first_q_head = head
-    else:
-        kv_head = head
-        first_q_head = head * GROUPS
+    kv_head = head // GROUPS
+    out_head = kv_head if ATOMIC else head
 
     offs_n = k_start + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
@@ -369,25 +364,23 @@ def _packed_attn_bwd_dkdv_kernel(
         diag_end = doc_start
         masked_lo = doc_start
     full_end = diag_end + ((doc_end - diag_end) // BLOCK_M) * BLOCK_M
-    for g in range(HEADS_PER_PROGRAM):
-        q_head = first_q_head + g
-        q_base = q_ptr + q_head * q_stride_h
-        do_base = do_ptr + q_head * do_stride_h
-        lse_base = lse_ptr + q_head * stat_stride_h
-        delta_base = delta_ptr + q_head * stat_stride_h
-        dk, dv = _attn_bwd_dkdv_inner(
-            dk, dv, k, v, q_base, q_stride_t, do_base, do_stride_t, lse_base, delta_base,
-            masked_lo, diag_end, offs_n, qk_scale, HEAD_DIM, BLOCK_M, True, CAUSAL, INPUT_PRECISION)
-        dk, dv = _attn_bwd_dkdv_inner(
-            dk, dv, k, v, q_base, q_stride_t, do_base, do_stride_t, lse_base, delta_base,
-            diag_end, full_end, offs_n, qk_scale, HEAD_DIM, BLOCK_M, False, CAUSAL, INPUT_PRECISION)
-        dk, dv = _attn_bwd_dkdv_inner(
-            dk, dv, k, v, q_base, q_stride_t, do_base, do_stride_t, lse_base, delta_base,
-            full_end, doc_end, offs_n, qk_scale, HEAD_DIM, BLOCK_M, True, CAUSAL, INPUT_PRECISION)
+    q_base = q_ptr + head * q_stride_h
+    do_base = do_ptr + head * do_stride_h
+    lse_base = lse_ptr + head * stat_stride_h
+    delta_base = delta_ptr + head * stat_stride_h
+    dk, dv = _attn_bwd_dkdv_inner(
+        dk, dv, k, v, q_base, q_stride_t, do_base, do_stride_t, lse_base, delta_base,
+        masked_lo, diag_end, offs_n, qk_scale, HEAD_DIM, BLOCK_M, True, CAUSAL, INPUT_PRECISION)
+    dk, dv = _attn_bwd_dkdv_inner(
+        dk, dv, k, v, q_base, q_stride_t, do_base, do_stride_t, lse_base, delta_base,
+        diag_end, full_end, offs_n, qk_scale, HEAD_DIM, BLOCK_M, False, CAUSAL, INPUT_PRECISION)
+    dk, dv = _attn_bwd_dkdv_inner(
+        dk, dv, k, v, q_base, q_stride_t, do_base, do_stride_t, lse_base, delta_base,
+        full_end, doc_end, offs_n, qk_scale, HEAD_DIM, BLOCK_M, True, CAUSAL, INPUT_PRECISION)
 
     dk = dk * sm_scale
-    dk_ptrs = dk_ptr + kv_head * dk_stride_h + cols64[:, None] * dk_stride_t + offs_d[None, :]
-    dv_ptrs = dv_ptr + kv_head * dv_stride_h + cols64[:, None] * dv_stride_t + offs_d[None, :]
+    dk_ptrs = dk_ptr + out_head * dk_stride_h + cols64[:, None] * dk_stride_t + offs_d[None, :]
+    dv_ptrs = dv_ptr + out_head * dv_stride_h + cols64[:, None] * dv_stride_t + offs_d[None, :]
     if ATOMIC:
         tl.atomic_add(dk_ptrs, dk, mask=col_ok[:, None])
         tl.atomic_add(dv_ptrs, dv, mask=col_ok[:, None])
@@ -430,7 +423,7 @@ def _attn_bwd_dq_inner(
     return dq
 
 
-@_autotune("BLOCK_N", (32, 64), key=["HEAD_DIM", "BLOCK_M", "len_bucket", "CAUSAL"])
+@_autotune("bwd_dq", key=["HEAD_DIM", "BLOCK_M", "len_bucket", "CAUSAL"])
 @triton.jit
 def _packed_attn_bwd_dq_kernel(
     q_ptr, q_stride_t, q_stride_h,
@@ -604,13 +597,15 @@ def _backward(do, q, k, v, out, lse, cu_seqlens, max_seqlen: int, softmax_scale:
     if atomic:  # fp32 accumulators that every q head of a group adds into
         dk = torch.zeros(k.shape, dtype=torch.float32, device=k.device)
         dv = torch.zeros(v.shape, dtype=torch.float32, device=v.device)
+    elif groups > 1:  # deterministic GQA: one fp32 slot per q head, summed over the group below
+        dk = _empty((total, n_heads, head_dim), torch.float32, k.device)
+        dv = _empty((total, n_heads, head_dim), torch.float32, v.device)
     else:
         dk = _empty(k.shape, k.dtype, k.device)
         dv = _empty(v.shape, v.dtype, v.device)
     block_n = _dkdv_block_n(head_dim)
     kv_plan = tile_plan(cu_seqlens, total, block_n, causal, queries=False)
-    program_heads = n_heads if atomic else n_kv_heads
-    _packed_attn_bwd_dkdv_kernel[(kv_plan.shape[0] * program_heads,)](
+    _packed_attn_bwd_dkdv_kernel[(kv_plan.shape[0] * n_heads,)](
         q, q.stride(0), q.stride(1),
         k, k.stride(0), k.stride(1),
         v, v.stride(0), v.stride(1),
@@ -619,13 +614,16 @@ def _backward(do, q, k, v, out, lse, cu_seqlens, max_seqlen: int, softmax_scale:
         dk, dk.stride(0), dk.stride(1),
         dv, dv.stride(0), dv.stride(1),
         cu_seqlens, kv_plan,
-        softmax_scale, qk_scale, program_heads, bucket,
-        GROUPS=groups, HEADS_PER_PROGRAM=1 if atomic else groups, ATOMIC=atomic,
+        softmax_scale, qk_scale, n_heads, bucket,
+        GROUPS=groups, ATOMIC=atomic,
         HEAD_DIM=head_dim, BLOCK_N=block_n, CAUSAL=causal, INPUT_PRECISION=precision,
         **_fixed_config("BLOCK_M"),
     )
     if atomic:
         dk, dv = dk.to(k.dtype), dv.to(v.dtype)
+    elif groups > 1:  # q heads h * groups .. h * groups + groups - 1 share k/v head h: a fixed-order sum
+        dk = dk.view(total, n_kv_heads, groups, head_dim).sum(2).to(k.dtype)
+        dv = dv.view(total, n_kv_heads, groups, head_dim).sum(2).to(v.dtype)
 
     block_m = _dq_block_m(head_dim)
     q_plan = tile_plan(cu_seqlens, total, block_m, causal, queries=True)
