@@ -70,3 +70,20 @@ def test_per_document_per_head_reference_matches_the_whole_reference():
     ours = reference_grads(q, k, v, do, lens)
     for got, want in zip(ours, [out.detach(), *(x.grad for x in leaves)]):
         torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # numpy, from inside Triton's interpreter
+def test_correctness_case_runs_the_kernel_against_float64_on_cpu():
+    """The GPU check's own case code, run at toy size (fp32) through the Triton interpreter on CPU."""
+    import importlib
+
+    pa = importlib.import_module("ipt_engine.kernels.packed_attention")
+    if not (torch.cuda.is_available() or pa.INTERPRET):
+        pytest.skip("needs CUDA or TRITON_INTERPRET=1")
+    from benchmarks.gpu_check import check_case
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    row = check_case("float32", 40, 16, 2, seed=1, with_flex=False, heads_q=2, device=device)
+    assert row["ok"], row
+    assert row["n_docs"] >= 1 and set(row["rel_err_vs_float64"]) == {"out", "dq", "dk", "dv"}
+    assert 0 < max(row["rel_err_vs_float64"].values()) <= 5e-5  # really compared, and close
