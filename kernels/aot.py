@@ -264,8 +264,11 @@ def row_ok(row: dict) -> bool:
 
 
 def default_cache_dir() -> Path:
-    """Triton cache of the AOT builds, kept between runs: ``<repo>/.cache/triton-aot`` (git-ignored)."""
-    return Path(__file__).resolve().parent.parent / ".cache" / "triton-aot" / "triton"
+    """Triton cache of the AOT builds, kept between runs: ``<repo>/.cache/triton-aot`` (git-ignored) in
+    a checkout, else the user cache."""
+    repo = Path(__file__).resolve().parent.parent
+    root = repo / ".cache" if (repo / "pyproject.toml").exists() else Path.home() / ".cache" / "ipt-engine"
+    return root / "triton-aot" / "triton"
 
 
 def _init_worker(cache_dir: str) -> None:
@@ -296,11 +299,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--head-dim", action="append", type=int, choices=HEAD_DIMS, help="repeatable")
     parser.add_argument("--workers", type=int, default=1, help="compile processes (default 1)")
     parser.add_argument("--json", type=Path, help="write the rows here (a JSON list)")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help=f"Triton cache for these builds (default {default_cache_dir()})")
     args = parser.parse_args(argv)
+    try:
+        _kernels()
+    except RuntimeError as exc:  # TRITON_INTERPRET=1: a usage problem, one line and exit 2
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     job_list = jobs(args.kernel or KERNELS, space=args.space, head_dims=args.head_dim or HEAD_DIMS,
                     dtypes=args.dtype or ("bfloat16",), targets=args.target or tuple(TARGETS))
     rows = []
-    for row in run(job_list, workers=args.workers):
+    for row in run(job_list, workers=args.workers, cache_dir=args.cache_dir):
         rows.append(row)
         status = row.get("error") or (f"regs {row['regs']:3d} spill {row['spill_bytes']:5d} B "
                                       f"shared {row['shared_bytes'] // 1024:3d} KiB mma {row['mma']}")
