@@ -10,14 +10,23 @@ Same model, same documents, same optimizer steps. Each step trains on one group 
 
 Reported: real (non-padding) tokens per second of forward + backward + AdamW step, median over steps.
 Document lengths are drawn from a seeded log-normal (median ≈ N/6, clipped to [16, N]), the long-tailed
-shape of web and instruction-augmented text. ``python -m benchmarks.train [--quick]``.
+shape of web and instruction-augmented text.
+
+The loss cases (``--cases loss``) time the demo's step (examples/tiny-cpu.yaml, one 4 × 2048
+microbatch) with the LM head and cross-entropy over materialized logits against ours (chunked on CPU,
+Liger's fused kernel on CUDA), split the step into model body and LM head + loss, sweep the chunk size
+and the token count of the loss alone, and record peak memory (method below, ``MEMORY_METHOD``) and a
+profile's top operators. ``python -m benchmarks.train [--quick] [--cases all|packing|loss]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -168,24 +177,306 @@ LLAMA_125M = dict(vocab_size=32000, hidden_size=768, intermediate_size=2048, num
                   tie_word_embeddings=True)
 
 
+# --- The demo's training step: LM head + cross-entropy over full logits vs without them -----------------
+#
+# The demo model (examples/tiny-cpu.yaml: 64 wide, 2 layers, mistral-v1's 32k vocabulary) on one 4 × 2048
+# microbatch, forward + backward + AdamW step, three ways with the same weights and batch:
+#   body: the decoder alone, loss = a fixed random projection of its last hidden states (what the step
+#         costs without any LM head: the split);
+#   full: Hugging Face's loss over materialized logits (``model.cross_entropy: full``), the baseline;
+#   ours: ``model.cross_entropy: auto`` (chunked on CPU, Liger's fused kernel on CUDA).
+# Repeats are interleaved (body, full, ours; reversed on odd repeats); medians reported.
+#
+# Memory: on CPU, the peak resident set above the one before the step (Linux's VmHWM, reset through
+# /proc/self/clear_refs before each step): what the OS really had to give, allocator included. For
+# large tensors glibc maps and unmaps pages per allocation, so the peak follows live tensors. "Loss
+# peak" = peak of the step minus peak of the body-only step. On CUDA, torch.cuda.max_memory_allocated.
+
+DEMO_YAML = Path(__file__).resolve().parents[1] / "examples" / "tiny-cpu.yaml"
+LOSS_MODES = ("body", "full", "ours")
+MEMORY_METHOD = {False: "peak RSS above the RSS before the call (VmHWM, reset via /proc/self/clear_refs)",
+                 True: "torch.cuda.max_memory_allocated above memory_allocated before the call"}
+
+
+@functools.lru_cache(maxsize=1)
+def _demo_model_config() -> tuple[tuple[str, Any], ...]:
+    return tuple(demo_model_config_uncached().items())
+
+
+def demo_model_config() -> dict[str, Any]:
+    """The demo's Llama config (see :func:`demo_model_config_uncached`), read once per process."""
+    return dict(_demo_model_config())
+
+
+def demo_model_config_uncached() -> dict[str, Any]:
+    """The demo's Llama: the YAML's config_overrides and the mistral-v1 tokenizer's vocabulary."""
+    import yaml
+
+    from ipt_engine.data.tokenizer_info import load_tokenizer
+
+    doc = yaml.safe_load(DEMO_YAML.read_text())
+    cfg = dict(doc["model"]["config_overrides"])
+    cfg["vocab_size"] = len(load_tokenizer(doc["tokenizer"]["name"]))
+    return cfg
+
+
+def _rss_reset() -> int | None:
+    """Reset the process's peak resident set to its current size; return that size in bytes."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return _proc_status("VmRSS")
+    except OSError:
+        return None
+
+
+def _proc_status(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+class DemoStep:
+    """One steady-state training step of a configuration, callable repeatedly (what a profiler wraps).
+
+    ``mode``: ``body``, ``full`` or ``ours`` (``auto``), see above. Each instance has its own copy of
+    the model (same seed, so the same weights) and optimizer; the batch is shared.
+    """
+
+    def __init__(self, mode: str, model_cfg: dict[str, Any], batch: dict[str, Any], device: str,
+                 chunk_size: int = 2048):
+        import torch
+
+        from ipt_engine.train.composer_model import build_composer_model
+        from ipt_engine.train.loss import resolve_mode
+
+        self.mode, self.batch, self.device = mode, batch, device
+        model = _model(model_cfg, "ipt_packed", device)
+        self.cm = build_composer_model(model, None, "packed", "full" if mode in ("full", "body") else "auto",
+                                       chunk_size)
+        self.impl = "body" if mode == "body" else resolve_mode(self.cm.cross_entropy, device)
+        self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        gen = torch.Generator(device="cpu").manual_seed(1)
+        self.probe = torch.randn(model_cfg["hidden_size"], generator=gen).to(device)
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda"
+                         else torch.autocast("cpu", enabled=False))
+
+    def _body_loss(self) -> Any:
+        from ipt_engine.kernels.metadata import build_packed_metadata
+
+        from ipt_engine.train.attention import CONTEXT_KWARG, build_context
+
+        b = self.batch
+        meta = build_packed_metadata(b["doc_lens"], b["input_ids"].shape[1])
+        ctx = build_context("packed", meta, self.device)
+        out = self.cm.model.get_decoder()(input_ids=b["input_ids"], position_ids=b["position_ids"], use_cache=False,
+                                          **{CONTEXT_KWARG: ctx})
+        return (out.last_hidden_state * self.probe).mean()
+
+    def __call__(self) -> float:
+        with self.autocast:
+            loss = self._body_loss() if self.mode == "body" else self.cm.loss(self.cm(self.batch), self.batch)
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return float(loss)
+
+
+def run_demo_steps(mode: str, n: int, *, device: str = "cpu", chunk_size: int = 2048) -> list[float]:
+    """Seconds of ``n`` steady-state demo steps of ``mode`` after one warm-up step (for profilers)."""
+    step = DemoStep(mode, demo_model_config(), demo_batch(device), device, chunk_size)
+    step()
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def demo_batch(device: str, rows: int = 4, seq_len: int = 2048) -> dict[str, Any]:
+    """One packed microbatch of the demo's shape: log-normal documents best-fit into ``rows`` × ``seq_len``."""
+    vocab = demo_model_config()["vocab_size"]
+    groups = _step_groups(_documents(rows * 12, seq_len, vocab, seed=0), rows, seq_len)
+    group = next(g for g in groups if len(g) == rows)
+    return _packed_batch(group, seq_len, device)
+
+
+def _measured(step: Callable[[], Any], device: str) -> tuple[float, int | None]:
+    """Seconds and peak extra memory (bytes) of one call of ``step``."""
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    else:
+        before = _rss_reset()
+    t = time.perf_counter()
+    step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    secs = time.perf_counter() - t
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated() - before
+    else:
+        peak = _proc_status("VmHWM") - before if before is not None else None
+    return secs, peak
+
+
+def demo_step_cases(device: str, repeats: int, chunk_size: int = 2048) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The demo step's time and loss memory, full logits vs ours, and the body/head split."""
+    cfg = demo_model_config()
+    batch = demo_batch(device)
+    steps = {m: DemoStep(m, cfg, batch, device, chunk_size) for m in LOSS_MODES}
+    for s in steps.values():  # warm-up: allocator, thread pools, first-touch of optimizer state
+        s()
+    times: dict[str, list[float]] = {m: [] for m in LOSS_MODES}
+    peaks: dict[str, list[int]] = {m: [] for m in LOSS_MODES}
+    for r in range(repeats):
+        for m in (LOSS_MODES if r % 2 == 0 else LOSS_MODES[::-1]):
+            secs, peak = _measured(steps[m], device)
+            times[m].append(secs)
+            if peak is not None:
+                peaks[m].append(peak)
+    med = {m: statistics.median(v) for m, v in times.items()}
+    tokens = int(batch["input_ids"].numel())
+    params = {"rows": batch["input_ids"].shape[0], "seq_len": batch["input_ids"].shape[1], "tokens": tokens,
+              "targets": int((batch["labels"] != -100).sum()), "device": device, "ours": steps["ours"].impl,
+              "chunk_size": chunk_size, "steps": "forward+backward+AdamW", **cfg}
+    split = {m: {"step_s": med[m], "lm_head_and_loss_s": med[m] - med["body"],
+                 "lm_head_and_loss_share": (med[m] - med["body"]) / med[m]} for m in ("full", "ours")}
+    split["body_s"] = med["body"]
+    cases = [case(f"{device}-demo-step/full-vs-{steps['ours'].impl}", params, "s/step", med["full"], med["ours"],
+                  higher_is_better=False, repeats=repeats,
+                  spread={"baseline": [min(times["full"]), max(times["full"])],
+                          "ours": [min(times["ours"]), max(times["ours"])]},
+                  body_step_s_median=med["body"], split=split)]
+    if all(peaks[m] for m in LOSS_MODES):
+        mib = {m: statistics.median(v) / 2**20 for m, v in peaks.items()}
+        cases.append(case(f"{device}-demo-step/peak-memory", params, "MiB", mib["full"], mib["ours"],
+                          higher_is_better=False, repeats=repeats,
+                          spread={"baseline": [min(peaks["full"]) / 2**20, max(peaks["full"]) / 2**20],
+                                  "ours": [min(peaks["ours"]) / 2**20, max(peaks["ours"]) / 2**20]},
+                          body_step_peak_mib=mib["body"], full_logits_fp32_mib=tokens * cfg["vocab_size"] * 4 / 2**20,
+                          chunk_logits_fp32_mib=min(chunk_size, tokens) * cfg["vocab_size"] * 4 / 2**20,
+                          method=MEMORY_METHOD[device == "cuda"]))
+    return cases, split
+
+
+def loss_sweep_cases(device: str, chunk_sizes: list[int], row_counts: list[int], repeats: int) -> list[dict[str, Any]]:
+    """The LM head + loss alone on the demo's hidden size and vocabulary: time and peak memory of
+    forward+backward, full logits vs chunked, across chunk sizes (time, O(chunk) memory) and token
+    counts (full grows with tokens × vocab, chunked does not)."""
+    import torch
+
+    from ipt_engine.train.loss import causal_lm_loss
+
+    cfg = demo_model_config()
+    gen = torch.Generator().manual_seed(2)
+    weight = (torch.randn(cfg["vocab_size"], cfg["hidden_size"], generator=gen) * 0.02).to(device)
+    cases = []
+    inputs = {}
+    for rows in sorted({4, *row_counts}):
+        batch = demo_batch(device, rows=rows)
+        hidden = torch.randn(*batch["input_ids"].shape, cfg["hidden_size"], generator=gen).to(device)
+        inputs[rows] = (hidden, batch["labels"])
+
+    def measure(rows: int, mode: str, chunk: int) -> tuple[float, int | None]:
+        hidden, labels = inputs[rows]
+
+        def loss_step() -> None:
+            h = hidden.detach().requires_grad_()
+            w = weight.detach().requires_grad_()
+            causal_lm_loss(h, w, labels, mode=mode, chunk_size=chunk).backward()
+
+        return _measured(loss_step, device)
+
+    def compare(name: str, rows: int, chunk: int) -> None:
+        samples: dict[str, list[tuple[float, int | None]]] = {"full": [], "chunked": []}
+        measure(rows, "chunked", chunk)  # warm-up
+        for r in range(repeats):
+            for m in (("full", "chunked") if r % 2 == 0 else ("chunked", "full")):
+                samples[m].append(measure(rows, m, chunk))
+        t = {m: [s[0] for s in v] for m, v in samples.items()}
+        p = {m: [s[1] for s in v if s[1] is not None] for m, v in samples.items()}
+        params = {"rows": rows, "seq_len": 2048, "tokens": rows * 2048, "chunk_size": chunk, "device": device,
+                  "hidden_size": cfg["hidden_size"], "vocab_size": cfg["vocab_size"], "steps": "loss forward+backward"}
+        cases.append(case(f"{name}/time", params, "s", statistics.median(t["full"]), statistics.median(t["chunked"]),
+                          higher_is_better=False, repeats=repeats,
+                          spread={"baseline": [min(t["full"]), max(t["full"])],
+                                  "ours": [min(t["chunked"]), max(t["chunked"])]}))
+        if p["full"] and p["chunked"]:
+            mib = {m: [x / 2**20 for x in v] for m, v in p.items()}
+            cases.append(case(f"{name}/peak-memory", params, "MiB", statistics.median(mib["full"]),
+                              statistics.median(mib["chunked"]), higher_is_better=False, repeats=repeats,
+                              spread={"baseline": [min(mib["full"]), max(mib["full"])],
+                                      "ours": [min(mib["chunked"]), max(mib["chunked"])]},
+                              full_logits_fp32_mib=rows * 2048 * cfg["vocab_size"] * 4 / 2**20,
+                              chunk_logits_fp32_mib=min(chunk, rows * 2048) * cfg["vocab_size"] * 4 / 2**20,
+                              method=MEMORY_METHOD[device == "cuda"]))
+
+    for chunk in chunk_sizes:
+        compare(f"{device}-lm-loss/chunk-{chunk}", 4, chunk)
+    for rows in row_counts:
+        compare(f"{device}-lm-loss/tokens-{rows * 2048}", rows, 2048)
+    return cases
+
+
+def demo_profile(device: str, out_dir: Path | None = None) -> dict[str, Any]:
+    """torch.profiler of one steady-state step per mode: top operators by self time (and, with
+    ``out_dir``, each mode's operator table as text)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cfg = demo_model_config()
+    batch = demo_batch(device)
+    tables = {}
+    for m in LOSS_MODES:
+        step = DemoStep(m, cfg, batch, device)
+        step()
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+        with profile(activities=acts) as prof:
+            step()
+        key = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
+        table = prof.key_averages().table(sort_by=key, row_limit=12)
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / f"train-demo-step-{m}-profile.txt").write_text(table + "\n")
+        top = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)[:8]
+        tables[m] = [{"op": e.key, "self_ms": getattr(e, key) / 1e3, "calls": e.count} for e in top]
+    return tables
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer steps (a smoke run)")
     ap.add_argument("--out-dir", default=None)
+    ap.add_argument("--cases", choices=("all", "packing", "loss"), default="all",
+                    help="packing: packed vs padded rows; loss: the demo step, full logits vs ours")
     args = ap.parse_args(argv)
-    cases = run_case("cpu-tiny-llama", TINY, seq_len=512, rows=4, n_docs=120 if args.quick else 240, device="cpu",
-                     impls=["sdpa", "packed", "flex"], warmup=1, precision="fp32")
-    if torch.cuda.is_available():
-        cases += run_case("gpu-llama-125m", LLAMA_125M, seq_len=4096, rows=8, n_docs=600 if args.quick else 1500,
-                          device="cuda", impls=["packed", "flex"], warmup=2, precision="bf16")
-    path = write_results("train", cases, out_dir=args.out_dir)
+    cases: list[dict[str, Any]] = []
+    extra: dict[str, Any] = {}
+    if args.cases in ("all", "packing"):
+        cases += run_case("cpu-tiny-llama", TINY, seq_len=512, rows=4, n_docs=120 if args.quick else 240,
+                          device="cpu", impls=["sdpa", "packed", "flex"], warmup=1, precision="fp32")
+        if torch.cuda.is_available():
+            cases += run_case("gpu-llama-125m", LLAMA_125M, seq_len=4096, rows=8, n_docs=600 if args.quick else 1500,
+                              device="cuda", impls=["packed", "flex"], warmup=2, precision="bf16")
+    if args.cases in ("all", "loss"):
+        for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+            demo, split = demo_step_cases(device, repeats=3 if args.quick else 5)
+            cases += demo
+            extra.setdefault("demo_step_split", {})[device] = split
+            cases += loss_sweep_cases(device, [2048] if args.quick else [512, 1024, 2048, 4096, 8192],
+                                      [1, 4] if args.quick else [1, 2, 4], repeats=2 if args.quick else 3)
+            extra.setdefault("demo_step_profile", {})[device] = demo_profile(device)
+    path = write_results("train", cases, out_dir=args.out_dir, extra=extra)
     for c in cases:
-        print(f"{c['name']:32s} padded {c['baseline']:10.0f}  packed {c['ours']:10.0f} tok/s  x{c['ratio']:.2f}")
+        print(f"{c['name']:40s} baseline {c['baseline']:10.4g}  ours {c['ours']:10.4g} {c['unit']:9s} x{c['ratio']:.2f}")
     print(path)
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -99,6 +99,20 @@ def test_chunked_equals_full_for_any_shape(tokens, dim, vocab, chunk, ignored, s
     _assert_same(got, want)
 
 
+def test_targets_far_below_the_best_logit_keep_an_exact_loss():
+    """A target ~200 nats below the row's best: its softmax probability underflows float32, and the loss
+    must still be logsumexp - logit, not a clipped value."""
+    gen = torch.Generator().manual_seed(9)
+    hidden, weight, labels = _inputs(gen, 40, 8, 30, 0.0)
+    hidden[::3] *= 60.0  # large logits: some targets fall far below their row's maximum
+    logits = hidden @ weight.t()
+    gap = logits.max(1).values - logits.gather(1, labels[:, None]).squeeze(1)
+    assert (gap > 110).any()
+    want = _loss_and_grads(full_linear_cross_entropy, hidden, weight, labels)
+    got = _loss_and_grads(lambda h, w, y: chunked_linear_cross_entropy(h, w, y, 16), hidden, weight, labels)
+    _assert_same(got, want)
+
+
 def test_no_targets_gives_nan_loss_and_zero_gradients_like_the_reference():
     gen = torch.Generator().manual_seed(5)
     hidden, weight, _ = _inputs(gen, 12, 8, 30, 0.0)
