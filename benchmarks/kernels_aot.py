@@ -97,30 +97,49 @@ def summary(rows: list[dict]) -> dict:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    """One line per kernel x variant x head dim x config, both targets side by side (first dtype)."""
+    """One line per kernel x variant x head dim x tuned config, both targets side by side (first dtype)."""
+    from ipt_engine.kernels.autotune_configs import PLAN_BLOCKS
+
     dtype = sorted({r["dtype"] for r in rows})[0]
     cells: dict[tuple, dict[str, dict]] = {}
     for r in rows:
         if r["dtype"] != dtype:
             continue
-        cfg = ", ".join(f"{k}={v}" if not k.startswith("num_") else f"{k[4]}{v}" for k, v in r["config"].items())
+        plan = PLAN_BLOCKS.get(r["kernel"])
+        cfg = ", ".join(f"{k}={v}" if not k.startswith("num_") else f"{k[4]}{v}"
+                        for k, v in r["config"].items() if k != plan)
         cells.setdefault((r["kernel"], r["variant"], r["head_dim"], cfg), {})[r["target"]] = r
+
+    def plan_of(r: dict | None) -> str:
+        name = PLAN_BLOCKS.get(r["kernel"]) if r else None
+        return f"{name}={r['config'][name]}" if name else "-"
 
     def fmt(r: dict | None) -> str:
         if r is None:
-            return "-"
+            return "- | - | - | - | - | -"
         if r.get("error"):
-            return "error"
+            return f"{plan_of(r)} | error | | | |"
         spill = f"**{r['spill_bytes']} B**" if r["spill_bytes"] else "0"
         shared = r["shared_bytes"] / 1024
         shared_s = f"**{shared:.0f}**" if r["shared_bytes"] > r["shared_limit_bytes"] else f"{shared:.0f}"
-        return f"{r['regs']} | {spill} | {shared_s} | {r['mma'] or '-'} | {'yes' if r.get('offered') else 'no'}"
+        return (f"{plan_of(r)} | {r['regs']} | {spill} | {shared_s} | {r['mma'] or '-'} | "
+                f"{'yes' if r.get('offered') else 'no'}")
 
-    lines = [f"Figures for {dtype} (regs | spill | shared KiB | MMA | offered), per target; bold = does not fit.",
-             "",
-             "| kernel | variant | D | config | sm_90 regs | spill | shared | MMA | offered "
-             "| sm_80 regs | spill | shared | MMA | offered |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    summ = {**summary([r for r in rows if r["dtype"] == dtype]), "fp16_vs_bf16": summary(rows)["fp16_vs_bf16"]}
+    lines = [
+        f"Figures for {dtype}; per target: plan block, registers, spill bytes, shared KiB, MMA, offered to "
+        "the autotuner. Bold: spills, or over the shared-memory limit.",
+        "",
+        *(f"- {t}: {c['configs']} configs compiled, {c['fit']} fit, {c['spill']} spill, {c['over_shared']} over "
+          f"shared memory, {c['errors']} failed; {c['offered']} offered, {c['offered_not_fit']} offered but not fit"
+          for t, c in summ.items() if t in ("sm90", "sm80")),
+        f"- fp16 against bf16: {summ['fp16_vs_bf16']['identical']} of {summ['fp16_vs_bf16']['compared']} "
+        "compiled pairs identical in registers, spills, shared memory and MMA",
+        "",
+        "| kernel | variant | D | config | sm_90 plan | regs | spill | shared | MMA | offered "
+        "| sm_80 plan | regs | spill | shared | MMA | offered |",
+        "|" + "---|" * 16,
+    ]
     for (kernel, variant, head_dim, cfg), by_target in cells.items():
         lines.append(f"| {kernel} | {variant} | {head_dim} | {cfg} | {fmt(by_target.get('sm90'))} "
                      f"| {fmt(by_target.get('sm80'))} |")
