@@ -11,8 +11,14 @@ The engine offers both ``complete`` (a batch, round by round) and ``submit`` / `
 pipelined loop of :mod:`ipt_engine.synth.pipelined`): with a fleet behind it, a chain's next round
 is sent as soon as its previous one returns, like with the offline vLLM engine.
 
-Standard library only (``urllib``), so the client runs where neither vLLM nor torch is installed;
-``transformers`` is needed for the tokenizer alone.
+Transport is ``httpx`` (one pooled client, shared by the worker threads, so connections to a server
+are reused instead of opened per request) and the retry policy is ``tenacity``'s: up to
+``openai.retries`` more attempts with exponential backoff (0.05 s, doubling, at most 2 s), each on the
+next URL. Retried: connection errors, timeouts (``openai.timeout_s`` bounds connecting, each read and
+each write, so a stalled server counts as a failed attempt), 5xx and 429 answers, and answers that are
+not a completion. Not retried: any other 4xx, since the same request would be refused again. Neither
+library needs vLLM or torch, so the client runs in either environment; ``transformers`` is needed for
+the tokenizer alone.
 """
 
 from __future__ import annotations
@@ -20,21 +26,28 @@ from __future__ import annotations
 import concurrent.futures as cf
 import itertools
 import json
+import logging
 import os
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from typing import Any
+
+import httpx
+import tenacity
 
 from ipt_engine.errors import UserError
 from ipt_engine.synth.config import SynthConfig
 from ipt_engine.synth.engines import Completion, Engine, load_tokenizer
 
+log = logging.getLogger(__name__)
+
 
 class ServerError(RuntimeError):
-    """A server answered with an error, or could not be reached, after the retries."""
+    """A server answered with an error, or could not be reached, after the retries (one line)."""
+
+
+class _Transient(Exception):
+    """One failed attempt that another attempt, on the next server, may get past."""
 
 
 class OpenAIEngine(Engine):
@@ -55,12 +68,15 @@ class OpenAIEngine(Engine):
         self.urls = [u.rstrip("/") for u in o.base_urls]
         self._next_url = itertools.count()
         self._lock = threading.Lock()
-        self._headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json"}
         if o.api_key_env:
             key = os.environ.get(o.api_key_env)
             if not key:
                 raise UserError(f"openai.api_key_env: environment variable {o.api_key_env} is not set")
-            self._headers["Authorization"] = f"Bearer {key}"
+            headers["Authorization"] = f"Bearer {key}"
+        # One connection per request in flight, at most; keep-alive reuses them across requests.
+        limits = httpx.Limits(max_connections=o.concurrency, max_keepalive_connections=o.concurrency)
+        self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(o.timeout_s), limits=limits)
         self._pool = cf.ThreadPoolExecutor(max_workers=o.concurrency, thread_name_prefix="ipt-openai")
         self._futures: dict[cf.Future, str] = {}
         self._ids = itertools.count()
@@ -87,26 +103,38 @@ class OpenAIEngine(Engine):
         return json.dumps(body).encode("utf-8")
 
     def request(self, prompt: Sequence[int], max_tokens: int) -> Completion:
-        """One completion, retried on the next server on connection errors and 5xx answers."""
+        """One completion, retried on the next server on transient failures (see the module docstring)."""
         o = self.config.openai
         data = self._body(prompt, max_tokens)
-        last = "no attempt"
-        for attempt in range(o.retries + 1):
-            url = self._url() + "/completions"
-            req = urllib.request.Request(url, data=data, headers=self._headers, method="POST")
-            try:
-                with urllib.request.urlopen(req, timeout=o.timeout_s) as resp:
-                    answer = json.loads(resp.read().decode("utf-8"))
-                return _completion(answer)
-            except urllib.error.HTTPError as e:
-                detail = e.read()[:300].decode("utf-8", "replace")
-                last = f"{url}: HTTP {e.code} {detail}"
-                if e.code < 500 and e.code != 429:
-                    raise ServerError(last) from None  # the request itself is bad: retrying will not help
-            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError, ValueError, KeyError) as e:
-                last = f"{url}: {e}"
-            time.sleep(min(0.05 * 2**attempt, 2.0))
-        raise ServerError(last)
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(o.retries + 1),
+            wait=tenacity.wait_exponential(multiplier=0.05, exp_base=2, max=2.0),
+            retry=tenacity.retry_if_exception_type(_Transient),
+            before_sleep=lambda state: log.debug("openai: attempt %d failed (%s); retrying",
+                                                 state.attempt_number, state.outcome.exception()),
+            reraise=True,
+        )
+        try:
+            return retrying(self._attempt, data)
+        except _Transient as e:
+            raise ServerError(str(e)) from None
+
+    def _attempt(self, data: bytes) -> Completion:
+        """One POST to the next server; raise :class:`_Transient` or :class:`ServerError` on failure."""
+        url = self._url() + "/completions"
+        try:
+            resp = self._client.post(url, content=data)
+        except httpx.TransportError as e:  # connection refused or reset, timeouts, protocol errors
+            raise _Transient(f"{url}: {_one_line(str(e) or type(e).__name__)}") from None
+        if resp.status_code >= 400:
+            problem = f"{url}: HTTP {resp.status_code} {_one_line(resp.text[:300])}".rstrip()
+            if resp.status_code >= 500 or resp.status_code == 429:
+                raise _Transient(problem)
+            raise ServerError(problem)  # the request itself is bad: retrying will not help
+        try:
+            return _completion(resp.json())
+        except (ValueError, KeyError, IndexError, TypeError) as e:
+            raise _Transient(f"{url}: not a completions answer ({type(e).__name__}: {_one_line(str(e))})") from None
 
     # -- batch (round by round) --------------------------------------------------------------------
 
@@ -145,6 +173,12 @@ class OpenAIEngine(Engine):
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._client.close()
+
+
+def _one_line(text: str) -> str:
+    """Whitespace (newlines of an HTML error page, say) collapsed, so an error stays one line."""
+    return " ".join(text.split())
 
 
 def _settle(future: cf.Future) -> Completion:
