@@ -2,8 +2,10 @@
 
 Each subcommand lives in ``ipt_engine.commands.<name>`` with ``add_arguments(parser)`` and
 ``run(args) -> int``; those modules import only the standard library at top level, so ``ipt --help``
-answers instantly. A :class:`~ipt_engine.errors.UserError` anywhere becomes one line on stderr and exit
-status 2; a bug still shows its traceback.
+answers instantly. A stage with a typed config names its model in ``CONFIG_MODEL`` (``"module:Class"``)
+and builds it in ``resolve_config(args)``; it then gets ``--print-config`` (the resolved config as YAML)
+and ``--schema`` (every field with its description). A :class:`~ipt_engine.errors.UserError` anywhere
+becomes one line on stderr and exit status 2; a bug still shows its traceback.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "inspect": "summarize MDS shards written by `ipt convert`: samples, tokens, documents, fill rate",
     "train": "pre-train a causal LM on packed shards with Composer, from a YAML config",
     "assets": "materialize offline assets: the synthesizer's tokenizer and tiny random-weight models",
+    "eval": "evaluate a trained model on lm-evaluation-harness tasks (offline held-out tasks shipped); compare runs",
     "pipeline": "run the whole pipeline on the embedded default corpus (the README's main job)",
 }
 
@@ -31,7 +34,32 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
     pass
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _SchemaAction(argparse.Action):
+    """``--schema``: like ``--help``, print and exit before required arguments are checked."""
+
+    def __init__(self, option_strings: list[str], dest: str, model: str = "", **kwargs: object) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0,
+                         help="list every config field with its type, default and description, then exit")
+        self.model = model
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: object, values: object,
+                 option_string: str | None = None) -> None:
+        from ipt_engine.configuration import resolve_model, schema_text
+
+        sys.stdout.write(schema_text(resolve_model(self.model)))
+        parser.exit(0)
+
+
+def _add_config_flags(p: argparse.ArgumentParser, model: str, relax: bool) -> None:
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (file, flags and overrides applied) as YAML, then exit")
+    p.add_argument("--schema", action=_SchemaAction, model=model)
+    if relax:  # --print-config needs only what the config is made of, not the inputs and outputs
+        for action in p._actions:
+            action.required = False
+
+
+def build_parser(relax: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ipt",
         description="Instruction Pre-Training engine: synthesize -> templify -> convert -> train.",
@@ -47,14 +75,22 @@ def build_parser() -> argparse.ArgumentParser:
             name, help=summary, description=module.__doc__ or summary, formatter_class=_Formatter
         )
         module.add_arguments(p)
+        if getattr(module, "CONFIG_MODEL", None):
+            _add_config_flags(p, module.CONFIG_MODEL, relax)
         p.set_defaults(_module=module)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(relax="--print-config" in argv)
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "print_config", False):
+            from ipt_engine.configuration import dump_yaml
+
+            sys.stdout.write(dump_yaml(args._module.resolve_config(args)))
+            return 0
         return int(args._module.run(args) or 0)
     except UserError as e:
         print(f"ipt {args.command}: error: {e}", file=sys.stderr)

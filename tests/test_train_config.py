@@ -1,4 +1,4 @@
-"""Training configs: YAML + dotted overrides into typed dataclasses, and one-line errors for mistakes."""
+"""Training configs: YAML + dotted overrides into typed pydantic sections, and one-line errors for mistakes."""
 
 from __future__ import annotations
 
@@ -50,14 +50,18 @@ def test_overrides_reach_nested_keys_and_parse_as_yaml():
 @pytest.mark.parametrize(
     "overrides, expected",
     [
-        (["train_loader.shufle=true"], r"train_loader\.shufle: unknown key"),
-        (["model.attn_implementation=flash"], r"model\.attn_implementation: expected one of 'packed'"),
-        (["global_train_batch_size=eight"], r"global_train_batch_size: expected an integer, got 'eight'"),
-        (["train_loader.streams.raw.proportion=half"], r"train_loader\.streams\.raw\.proportion: expected a number"),
+        (["train_loader.shufle=true"], r"^command line: train_loader\.shufle: unknown key \(known keys here: cache_limit, "),
+        (["model.attn_implementation=flash"], r"model\.attn_implementation: must be one of 'packed', 'flex' or 'sdpa', got 'flash'$"),
+        (["global_train_batch_size=eight"], r"global_train_batch_size: must be an integer, got 'eight'$"),
+        (["global_train_batch_size=0"], r"global_train_batch_size: must be > 0, got 0$"),
+        (["optimizer.lr=-1"], r"^command line: optimizer\.lr: must be > 0, got -1$"),
+        (["train_loader.streams.raw.proportion=half"], r"train_loader\.streams\.raw\.proportion: must be a number, got 'half'$"),
         (["train_loader.streams.raw.proportion=null"], r"train_loader\.streams\.raw\.proportion: set a proportion on every"),
-        (["max_duration=10 steps"], r"max_duration: expected a Composer time"),
-        (["train_loader.shuffle=yes please"], r"train_loader\.shuffle: expected true or false"),
-        (["device_train_microbatch_size=0"], r"device_train_microbatch_size: must be positive"),
+        (["max_duration=10 steps"], r"max_duration: must be a Composer time .*, got '10 steps'$"),
+        (["train_loader.shuffle=yes please"], r"train_loader\.shuffle: must be true or false, got 'yes please'$"),
+        (["device_train_microbatch_size=0"], r"device_train_microbatch_size: must be > 0 or 'auto', got 0$"),
+        (["train_loader.streams.raw.local=null"], r"train_loader\.streams\.raw: give local, remote or both$"),
+        (["model.cross_entropy_chunk_size=0", "seed=x"], r"chunk_size: must be > 0, got 0 \(and 1 more error\)$"),
         (["run_name=null"], r"autoresume: needs run_name"),
         (["fsdp_config={sharding_strategy: FULL_SHARD, shard_everything: true}"], r"fsdp_config\.shard_everything: unknown key"),
         (["model.model_type=null"], r"model: set pretrained_model_name_or_path"),
@@ -74,7 +78,10 @@ def test_bad_configs_fail_with_one_line(overrides, expected):
 def test_missing_required_key(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("model: {model_type: llama}\ntrain_loader: {streams: {a: {local: x}}}\nmax_duration: 1ba\n")
-    assert _one_line_error(path=p) == "global_train_batch_size: missing required key"
+    assert _one_line_error(path=p) == f"{p}: global_train_batch_size: missing required key"
+    p.write_text("model: {model_type: llama}\ntrain_loader: {streams: {a: {local: x}}}\nmax_duration: 1ba\n"
+                 "global_train_batch_size: 4\noptimizer: {lr: -1}\n")
+    assert _one_line_error(path=p) == f"{p}: optimizer.lr: must be > 0, got -1"
     assert "config file not found" in _one_line_error(path=tmp_path / "nope.yaml")
     p.write_text("model: [\n")
     assert "invalid YAML" in _one_line_error(path=p)
@@ -100,7 +107,7 @@ def test_cli_prints_one_line_and_exits_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ipt_engine", "train", str(TINY), "train_loader.shufle=true"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == ["ipt train: error: train_loader.shufle: unknown key "
+    assert proc.stderr.strip().splitlines() == ["ipt train: error: command line: train_loader.shufle: unknown key "
                                                 + proc.stderr.split("unknown key ", 1)[1].strip()]
     proc = subprocess.run([sys.executable, "-m", "ipt_engine.train", str(TINY), f"train_loader.streams.raw.local={tmp_path}"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)

@@ -13,6 +13,9 @@ With a save_folder the final model is also exported in Hugging Face format (<sav
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+CONFIG_MODEL = "ipt_engine.train.config:TrainConfig"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,8 +26,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "per console_log_interval; the same as loggers.console=full")
 
 
+def _overrides(args: argparse.Namespace) -> list[str]:
+    return [*args.overrides, *(["loggers.console=full"] if getattr(args, "verbose", False) else [])]
+
+
+def resolve_config(args: argparse.Namespace) -> Any:
+    """The config ``run`` would train with (``--print-config``)."""
+    from ipt_engine.errors import UserError
+    from ipt_engine.train.config import load_config
+
+    if args.config is None:
+        raise UserError("CONFIG.yaml: required (the training config to resolve)")
+    return load_config(args.config, _overrides(args))
+
+
 def run(args: argparse.Namespace) -> int:
     from ipt_engine.train.main import main
 
-    verbose = ["loggers.console=full"] if getattr(args, "verbose", False) else []
-    return main([args.config, *args.overrides, *verbose])
+    return main([args.config, *_overrides(args)])

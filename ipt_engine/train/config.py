@@ -1,29 +1,47 @@
-"""The training config: nested dataclasses, one per section of the YAML file.
+"""The training config: one pydantic section per part of the YAML file.
 
 Field names follow llm-foundry where the idea is the same (``global_train_batch_size``,
 ``device_train_microbatch_size``, ``max_duration``, ``save_interval``, ``autoresume``, streams with
 ``local`` / ``remote`` / ``proportion``), so a user moving from it recognizes the file. Durations are
 Composer time strings (``10ba``, ``1ep``, ``2000000000tok``). Everything is checked when the file is
-loaded (:func:`load_config`), before any process touches a GPU.
+loaded (:func:`load_config`, through :func:`ipt_engine.configuration.load`), before any process touches
+a GPU; the checks that need the run's world size or its files follow in :func:`check_batch_sizes` and
+:func:`check_local_paths`.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from pydantic import AfterValidator, Field, model_validator
+
+from ipt_engine.configuration import Invalid, Section, load
 from ipt_engine.errors import UserError
-from ipt_engine.train.structured import apply_overrides, from_dict, load_yaml
 
 AttnImplementation = Literal["packed", "flex", "sdpa"]
 _TIME = re.compile(r"^\d+(ep|ba|sp|tok)$")
 _DURATION = re.compile(r"^(\d+(ep|ba|sp|tok)|(0?\.\d+|1(\.0*)?)dur)$")
+_TIME_RULE = "must be a Composer time such as 100ba, 1ep, 5000sp or 1000000tok"
 
 
-@dataclass
-class ModelConfig:
+def _time(pattern: re.Pattern[str]) -> Any:
+    def check(value: str) -> str:
+        if not pattern.match(value):
+            raise Invalid(f"{_TIME_RULE}, got {value!r}")
+        return value
+
+    return AfterValidator(check)
+
+
+Time = Annotated[str, _time(_TIME)]
+"""A Composer time string: ``100ba``, ``1ep``, ``5000sp`` or ``1000000tok``."""
+Duration = Annotated[str, _time(_DURATION)]
+"""A Composer time string, or a fraction of the run (``0.5dur``)."""
+Positive = Annotated[int, Field(gt=0)]
+
+class ModelConfig(Section):
     """Which causal LM to train and how its attention runs."""
 
     pretrained_model_name_or_path: str | None = None
@@ -33,7 +51,7 @@ class ModelConfig:
     its architecture from scratch."""
     model_type: str | None = None
     """Architecture for a from-scratch model given only by config (``llama``, ``mistral``, ...)."""
-    config_overrides: dict[str, Any] = field(default_factory=dict)
+    config_overrides: dict[str, Any] = Field(default_factory=dict)
     """Fields of the Hugging Face config to set (``num_hidden_layers``, ``hidden_size``, ...)."""
     attn_implementation: AttnImplementation = "packed"
     """``packed``: the varlen Triton kernel on CUDA (PyTorch reference on CPU); ``flex``: FlexAttention
@@ -41,38 +59,51 @@ class ModelConfig:
     init_device: Literal["cpu", "meta"] = "cpu"
     """``meta`` builds the model without memory and lets FSDP materialize each shard on its GPU."""
     gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, about a third more compute."""
     cross_entropy: Literal["auto", "fused", "chunked", "full"] = "auto"
     """How the LM head and loss run in training. ``chunked``: a few thousand tokens' logits at a time, with
     their gradients, never the whole tokens × vocab matrix (PyTorch, any device); ``fused``: the same in
     Liger-Kernel's Triton kernel (CUDA); ``auto``: fused on CUDA, chunked elsewhere; ``full``: Hugging
     Face's materialized logits. All give the same loss; evaluation always materializes the logits of a
     microbatch, which its metrics need."""
-    cross_entropy_chunk_size: int = 2048
+    cross_entropy_chunk_size: Positive = 2048
     """Tokens per chunk for ``chunked``: its logits buffer is chunk × vocab float32."""
 
+    @model_validator(mode="after")
+    def _weights(self) -> ModelConfig:
+        if self.pretrained is None:
+            self.pretrained = self.pretrained_model_name_or_path is not None
+        elif self.pretrained and self.pretrained_model_name_or_path is None:
+            raise Invalid("true needs model.pretrained_model_name_or_path (where the weights are)", "pretrained")
+        return self
 
-@dataclass
-class TokenizerConfig:
+
+class TokenizerConfig(Section):
+    """The tokenizer the shards were written with (checked against their ``ipt.json``)."""
+
     name: str | None = None
     """``mistral-v1`` (built in), a local directory or a hub id; default: the model's own."""
 
 
-@dataclass
-class StreamConfig:
+class StreamConfig(Section):
     """One MDS directory in the mix; ``proportion`` is its share of the samples drawn per epoch."""
 
     local: str | None = None
+    """Directory of the shards (or their local cache when ``remote`` is set)."""
     remote: str | None = None
-    proportion: float | None = None
+    """Object-store URL the shards are downloaded from (``s3://...``)."""
+    proportion: Annotated[float, Field(gt=0)] | None = None
+    """Share of every epoch's samples drawn from this stream; set on every stream or on none."""
     repeat: float | None = None
+    """Upsample (> 1) or downsample (< 1) this stream instead of giving proportions."""
 
 
-@dataclass
-class LoaderConfig:
+class LoaderConfig(Section):
     """A Streaming data loader over one or more MDS directories (``ipt convert`` or llm-foundry shards)."""
 
-    streams: dict[str, StreamConfig] = field(default_factory=dict)
-    max_seq_len: int | None = None
+    streams: dict[str, StreamConfig] = Field(default_factory=dict)
+    """Named MDS directories: ``{raw: {local: out/shards/raw, proportion: 0.5}, ...}``."""
+    max_seq_len: Annotated[int, Field(ge=2)] | None = None
     """Row length N; default: the shards' ``max_seq_len`` from ``ipt.json``."""
     shuffle: bool = True
     shuffle_seed: int | None = None
@@ -90,51 +121,69 @@ class LoaderConfig:
     cache_limit: str | None = None
     download_timeout: float = 60.0
 
+    @model_validator(mode="after")
+    def _streams(self) -> LoaderConfig:
+        if not self.streams:
+            raise Invalid("give at least one stream (a name mapping to local and/or remote)", "streams")
+        with_prop = [s for s, st in self.streams.items() if st.proportion is not None]
+        if with_prop and len(with_prop) != len(self.streams):
+            missing = next(s for s in self.streams if s not in with_prop)
+            raise Invalid("set a proportion on every stream or on none", "streams", missing, "proportion")
+        for name, st in self.streams.items():
+            if st.local is None and st.remote is None:
+                raise Invalid("give local, remote or both", "streams", name)
+        return self
 
-@dataclass
-class OptimizerConfig:
+
+class OptimizerConfig(Section):
+    """The optimizer; ``decoupled_adamw`` scales weight decay with the learning rate, as llm-foundry does."""
+
     name: Literal["decoupled_adamw", "adamw"] = "decoupled_adamw"
-    lr: float = 6.0e-4
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    lr: Annotated[float, Field(gt=0)] = 6.0e-4
+    """Peak learning rate, reached after ``scheduler.t_warmup``."""
+    betas: list[float] = Field(default_factory=lambda: [0.9, 0.95])
     eps: float = 1.0e-8
-    weight_decay: float = 0.0
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
 
 
-@dataclass
-class SchedulerConfig:
+class SchedulerConfig(Section):
+    """The learning-rate schedule (Composer's schedulers)."""
+
     name: Literal["cosine_with_warmup", "linear_with_warmup", "constant_with_warmup"] = "cosine_with_warmup"
-    t_warmup: str = "0ba"
+    t_warmup: Time = "0ba"
+    """Warm-up length, a Composer time."""
     alpha_f: float = 0.1
     """Final learning rate as a fraction of ``optimizer.lr``."""
 
 
-@dataclass
-class SpeedMonitorConfig:
-    window_size: int = 10
+class SpeedMonitorConfig(Section):
+    """Tokens/s and MFU."""
+
+    window_size: Positive = 10
     """Batches averaged for tokens/s and MFU."""
 
 
-@dataclass
-class CallbacksConfig:
+class CallbacksConfig(Section):
     """Composer callbacks; set one to ``null`` to turn it off."""
 
-    speed_monitor: SpeedMonitorConfig | None = field(default_factory=SpeedMonitorConfig)
-    lr_monitor: dict[str, Any] | None = field(default_factory=dict)
-    memory_monitor: dict[str, Any] | None = field(default_factory=dict)
+    speed_monitor: SpeedMonitorConfig | None = Field(default_factory=SpeedMonitorConfig)
+    lr_monitor: dict[str, Any] | None = Field(default_factory=dict)
+    memory_monitor: dict[str, Any] | None = Field(default_factory=dict)
     runtime_estimator: dict[str, Any] | None = None
 
 
-@dataclass
-class JsonlLoggerConfig:
+class JsonlLoggerConfig(Section):
+    """Metrics as JSON lines, next to the checkpoints."""
+
     path: str = "metrics.jsonl"
     """One JSON object per logging call: ``{"step": ..., "metrics": {...}}``; appended across resumes."""
 
 
-@dataclass
-class LoggersConfig:
+class LoggersConfig(Section):
     """Where metrics go. Third-party loggers take their Composer constructor arguments verbatim."""
 
-    console_log_interval: str = "1ba"
+    console_log_interval: Time = "1ba"
+    """How often the console shows a line, a Composer time."""
     console: Literal["compact", "full"] = "compact"
     """``compact``: one line per interval (loss, lr, tokens/s, MFU) and one per evaluation; ``full``:
     Composer's console logger, every metric of every call (``ipt train --verbose``)."""
@@ -146,8 +195,7 @@ class LoggersConfig:
     tensorboard: dict[str, Any] | None = None
 
 
-@dataclass
-class ExportConfig:
+class ExportConfig(Section):
     """The final model in Hugging Face format (``save_pretrained`` of model and tokenizer)."""
 
     hf_folder: str | None = None
@@ -155,93 +203,69 @@ class ExportConfig:
     dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(Section):
     """Everything ``ipt train`` needs; see ``examples/`` for complete files."""
 
     model: ModelConfig
+    """The causal LM: a hub id or directory, or an architecture from scratch."""
     train_loader: LoaderConfig
-    max_duration: str
-    global_train_batch_size: int
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    """The training data: MDS streams written by ``ipt convert``."""
+    max_duration: Duration
+    """Length of the run, a Composer time (``10ba``, ``1ep``, ``2000000000tok``)."""
+    global_train_batch_size: Positive
+    """Samples per optimizer step over all devices; must divide evenly over them."""
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     eval_loader: LoaderConfig | None = None
-    eval_interval: str = "1ep"
+    """Held-out data evaluated every ``eval_interval`` (cross-entropy and perplexity)."""
+    eval_interval: Time = "1ep"
     eval_subset_num_batches: int = -1
-    device_train_microbatch_size: int | Literal["auto"] = 1
-    device_eval_batch_size: int | None = None
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    """Batches per evaluation; -1: the whole eval loader."""
+    device_train_microbatch_size: Positive | Literal["auto"] = 1
+    """Samples per forward/backward on one device; ``auto`` lets Composer find the largest that fits."""
+    device_eval_batch_size: Positive | None = None
+    """Default: the per-device training batch size."""
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     precision: Literal["fp32", "amp_bf16", "amp_fp16"] = "amp_bf16"
+    """``amp_*`` need a GPU; CPU runs use fp32."""
     device: Literal["auto", "cpu", "gpu"] = "auto"
+    """``auto``: gpu when CUDA is available."""
     fsdp_config: dict[str, Any] | None = None
     """Composer ``FSDPConfig`` fields (``sharding_strategy``, ``mixed_precision``, ...)."""
-    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
-    loggers: LoggersConfig = field(default_factory=LoggersConfig)
+    callbacks: CallbacksConfig = Field(default_factory=CallbacksConfig)
+    loggers: LoggersConfig = Field(default_factory=LoggersConfig)
     save_folder: str | None = None
-    save_interval: str = "1000ba"
+    """Where checkpoints go (a directory or an object-store URL; ``{run_name}`` is substituted)."""
+    save_interval: Time = "1000ba"
     save_num_checkpoints_to_keep: int = -1
+    """-1 keeps every checkpoint."""
     save_overwrite: bool = False
     load_path: str | None = None
+    """A checkpoint to start from (``autoresume`` takes precedence when it finds one)."""
     load_weights_only: bool = False
     autoresume: bool = False
+    """Continue from the latest checkpoint in ``save_folder``; needs a fixed ``run_name``."""
     run_name: str | None = None
     seed: int = 17
     dist_timeout: float = 600.0
-    export: ExportConfig = field(default_factory=ExportConfig)
+    """Seconds a rank waits for the others (process-group set-up, collectives)."""
+    export: ExportConfig = Field(default_factory=ExportConfig)
 
-
-def _check_time(value: str, key: str, pattern: re.Pattern[str] = _TIME) -> None:
-    if not pattern.match(value):
-        raise UserError(f"{key}: expected a Composer time such as 100ba, 1ep, 5000sp or 1000000tok, got {value!r}")
-
-
-def check_static(cfg: TrainConfig) -> TrainConfig:
-    """Checks that need no environment: shapes of values and how sections fit together."""
-    m = cfg.model
-    if m.pretrained_model_name_or_path is None and m.model_type is None:
-        raise UserError("model: set pretrained_model_name_or_path (hub id or directory) or model_type (e.g. llama)")
-    if m.pretrained is None:
-        m.pretrained = m.pretrained_model_name_or_path is not None
-    elif m.pretrained and m.pretrained_model_name_or_path is None:
-        raise UserError("model.pretrained: true needs model.pretrained_model_name_or_path (where the weights are)")
-    if m.cross_entropy_chunk_size <= 0:
-        raise UserError(f"model.cross_entropy_chunk_size: must be positive, got {m.cross_entropy_chunk_size}")
-    if m.cross_entropy == "fused" and cfg.device == "cpu":
-        raise UserError("model.cross_entropy: fused needs a GPU (Liger-Kernel); use auto or chunked on CPU")
-    _check_time(cfg.max_duration, "max_duration", _DURATION)
-    _check_time(cfg.save_interval, "save_interval")
-    _check_time(cfg.eval_interval, "eval_interval")
-    _check_time(cfg.scheduler.t_warmup, "scheduler.t_warmup")
-    _check_time(cfg.loggers.console_log_interval, "loggers.console_log_interval")
-    if cfg.global_train_batch_size <= 0:
-        raise UserError(f"global_train_batch_size: must be positive, got {cfg.global_train_batch_size}")
-    mb = cfg.device_train_microbatch_size
-    if isinstance(mb, int) and mb <= 0:
-        raise UserError(f"device_train_microbatch_size: must be positive or 'auto', got {mb}")
-    for name, loader in (("train_loader", cfg.train_loader), ("eval_loader", cfg.eval_loader)):
-        if loader is None:
-            continue
-        if not loader.streams:
-            raise UserError(f"{name}.streams: give at least one stream (a name mapping to local and/or remote)")
-        with_prop = [s for s, st in loader.streams.items() if st.proportion is not None]
-        if with_prop and len(with_prop) != len(loader.streams):
-            missing = next(s for s in loader.streams if s not in with_prop)
-            raise UserError(f"{name}.streams.{missing}.proportion: set a proportion on every stream or on none")
-        for sname, st in loader.streams.items():
-            if st.local is None and st.remote is None:
-                raise UserError(f"{name}.streams.{sname}: give local, remote or both")
-            if st.proportion is not None and st.proportion <= 0:
-                raise UserError(f"{name}.streams.{sname}.proportion: must be positive, got {st.proportion}")
-        if loader.max_seq_len is not None and loader.max_seq_len < 2:
-            raise UserError(f"{name}.max_seq_len: must be at least 2, got {loader.max_seq_len}")
-    if cfg.autoresume:
-        if not cfg.save_folder:
-            raise UserError("autoresume: needs save_folder (where the checkpoints to resume from live)")
-        if not cfg.run_name:
-            raise UserError("autoresume: needs run_name (the same name on every restart)")
-    if cfg.fsdp_config is not None:
-        _check_fsdp_keys(cfg.fsdp_config)
-    return cfg
+    @model_validator(mode="after")
+    def _fits_together(self) -> TrainConfig:
+        m = self.model
+        if m.pretrained_model_name_or_path is None and m.model_type is None:
+            raise Invalid("set pretrained_model_name_or_path (hub id or directory) or model_type (e.g. llama)", "model")
+        if self.model.cross_entropy == "fused" and self.device == "cpu":
+            raise Invalid("fused needs a GPU (Liger-Kernel); use auto or chunked on CPU", "model", "cross_entropy")
+        if self.autoresume:
+            if not self.save_folder:
+                raise Invalid("needs save_folder (where the checkpoints to resume from live)", "autoresume")
+            if not self.run_name:
+                raise Invalid("needs run_name (the same name on every restart)", "autoresume")
+        if self.fsdp_config is not None:
+            _check_fsdp_keys(self.fsdp_config)
+        return self
 
 
 def _check_fsdp_keys(fsdp: dict[str, Any]) -> None:
@@ -255,7 +279,7 @@ def _check_fsdp_keys(fsdp: dict[str, Any]) -> None:
     known = {f.name for f in dataclasses.fields(FSDPConfig)}
     for key in fsdp:
         if key not in known:
-            raise UserError(f"fsdp_config.{key}: unknown key (known keys here: {', '.join(sorted(known))})")
+            raise Invalid(f"unknown key (known keys here: {', '.join(sorted(known))})", "fsdp_config", key)
 
 
 def check_batch_sizes(cfg: TrainConfig, world_size: int) -> int:
@@ -291,6 +315,4 @@ def check_local_paths(cfg: TrainConfig) -> None:
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     """Read a YAML config, apply ``key=value`` overrides, and check it; every error is one line."""
-    raw = apply_overrides(load_yaml(path), list(overrides or []))
-    cfg = from_dict(TrainConfig, raw)
-    return check_static(cfg)
+    return load(TrainConfig, path, list(overrides or []))

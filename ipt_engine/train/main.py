@@ -72,7 +72,6 @@ def train(cfg: TrainConfig, *, extra_callbacks: Sequence[Any] = ()) -> Any:
     from ipt_engine.train.loggers import build_loggers
     from ipt_engine.train.model import build_hf_model
     from ipt_engine.train.optim import build_optimizer, build_scheduler
-    from ipt_engine.train.structured import to_dict
 
     device = _device(cfg)
     if device == "cpu" and cfg.precision != "fp32":
@@ -148,7 +147,7 @@ def train(cfg: TrainConfig, *, extra_callbacks: Sequence[Any] = ()) -> Any:
         seed=cfg.seed,
         dist_timeout=cfg.dist_timeout,
     )
-    trainer.logger.log_hyperparameters({"config": to_dict(cfg)})
+    trainer.logger.log_hyperparameters({"config": cfg.model_dump(mode="json")})
     folder = export_folder(cfg)
     done = already_trained(trainer.state)
     if done is not None:
