@@ -10,8 +10,8 @@ Cases: total lengths 2k-32k tokens (rows of at most 8k), head dims 64 and 128, d
 ``one_document`` (one document per row); 16 query heads and 4 k/v heads (GQA), bf16. For forward,
 backward and both: median ms (with 20th/80th percentiles), TFLOP/s counted over unmasked pairs only
 (sum_i L_i (L_i + 1) / 2 per head, x 4 x head_dim forward, x 2.5 that backward) and peak memory.
-Results: ``benchmarks/results/attention-<gpu>-<date>.json`` (DESIGN.md format; one row per
-mode x case x baseline, ``ratio`` > 1 means ours is faster) and a PNG beside it.
+Results: ``benchmarks/results/attention-<gpu>-<date>.json`` (format: docs/ARCHITECTURE.md, "Benchmark
+results"; one row per mode x case x baseline, ``ratio`` > 1 means ours is faster) and a PNG beside it.
 
 FlexAttention runs under ``torch.compile`` with one specialization per shape and grad mode (12 in the
 full sweep, beyond torch's default recompile limit of 8, past which it would silently fall back to an

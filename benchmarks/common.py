@@ -1,7 +1,8 @@
 """Shared plumbing for benchmark suites: environment record, timing, and the results JSON.
 
 Every suite runs the baseline and ours side by side in one process and writes
-``benchmarks/results/<suite>-<cpu-or-gpu-model>-<YYYYMMDD>.json`` in the format DESIGN.md fixes.
+``benchmarks/results/<suite>-<cpu-or-gpu-model>-<YYYYMMDD>.json`` in one format (docs/ARCHITECTURE.md,
+"Benchmark results"; validated by :mod:`benchmarks.schema`).
 Medians, not means: shared machines are noisy.
 """
 

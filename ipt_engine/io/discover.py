@@ -1,9 +1,10 @@
 """Expanding the INPUT arguments of a stage into an ordered list of sources.
 
-The rule (DESIGN.md): a directory is read recursively, sorted by path, taking ``*.jsonl``,
-``*.jsonl.gz``, ``*.jsonl.zst``, ``*.parquet`` and ``*.txt``; hidden files, ``manifest.json`` and
-``rejects.jsonl`` are skipped. A directory written by ``datasets.Dataset.save_to_disk`` is one source.
-The order is part of every stage's determinism, so it never depends on the file system's listing order.
+The rule (docs/ARCHITECTURE.md, "What every stage shares"): a directory is read recursively, sorted
+by path, taking ``*.jsonl``, ``*.jsonl.gz``, ``*.jsonl.zst``, ``*.parquet`` and ``*.txt``; hidden
+files, ``manifest.json`` and ``rejects.jsonl`` are skipped. A directory written by
+``datasets.Dataset.save_to_disk`` is one source. The order is part of every stage's determinism, so it
+never depends on the file system's listing order.
 """
 
 from __future__ import annotations
