@@ -56,23 +56,29 @@ def fresh_build_dir(final: Path) -> Path:
 
 def sentencepiece_model_path() -> Path:
     """The Mistral v1 SentencePiece model file inside the installed ``mistral-common`` package."""
-    try:
-        import mistral_common
-    except ImportError:
-        raise UserError("the Mistral tokenizer needs the `mistral-common` package (pip install mistral-common)") from None
-    path = Path(mistral_common.__file__).parent / "data" / "tokenizer.model.v1"
+    import importlib.util
+
+    spec = importlib.util.find_spec("mistral_common")  # located, not imported: importing it is slow
+    if spec is None or spec.origin is None:
+        raise UserError("the Mistral tokenizer needs the `mistral-common` package (pip install mistral-common)")
+    path = Path(spec.origin).parent / "data" / "tokenizer.model.v1"
     if not path.is_file():
         raise UserError(f"{path}: not found in the installed mistral-common package")
     return path
+
+
+def _transformers_major() -> str:
+    """transformers' major version, read from package metadata (importing it takes seconds)."""
+    from importlib.metadata import version
+
+    return version("transformers").split(".")[0]
 
 
 def mistral_tokenizer_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     """Materialize the instruction synthesizer's tokenizer as a Hugging Face directory; return it."""
     sp_path = sentencepiece_model_path()
     digest = hashlib.sha256(sp_path.read_bytes()).hexdigest()[:12]
-    import transformers
-
-    final = cache_root(cache_dir) / "tokenizers" / f"{MISTRAL_TOKENIZER}-{digest}-v3-tf{transformers.__version__.split('.')[0]}"
+    final = cache_root(cache_dir) / "tokenizers" / f"{MISTRAL_TOKENIZER}-{digest}-v3-tf{_transformers_major()}"
     if (final / ASSET_DONE).exists():
         return final
     tmp = fresh_build_dir(final)

@@ -26,9 +26,89 @@ def resolve_tokenizer_path(name_or_path: str) -> str:
     return name_or_path
 
 
-def load_tokenizer(name_or_path: str) -> Any:
-    """Load a fast Hugging Face tokenizer by local path, hub id or ``mistral-v1``; one-line error on failure."""
+class BackendTokenizer:
+    """The Rust tokenizer of a Hugging Face tokenizer directory, with the special-token ids beside it.
+
+    Conversion tokenizes with the Rust backend only; loading it through transformers imports torch and
+    costs seconds of start-up per process. This exposes what the stage uses — the backend, BOS/EOS/PAD
+    ids, the vocabulary for the fingerprint — with the same values transformers would give (tests
+    compare the fingerprints).
+    """
+
+    def __init__(self, backend: Any, name_or_path: str, specials: dict[str, int | None]):
+        self.backend_tokenizer = backend
+        self.name_or_path = name_or_path
+        self.bos_token_id = specials.get("bos")
+        self.eos_token_id = specials.get("eos")
+        self.pad_token_id = specials.get("pad")
+
+    def get_vocab(self) -> dict[str, int]:
+        return self.backend_tokenizer.get_vocab(with_added_tokens=True)
+
+    def __len__(self) -> int:
+        return self.backend_tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def encode_ids(self, text: str) -> list[int]:
+        """``text``'s ids with the tokenizer's own special tokens (as ``tokenizer(text)`` gives them)."""
+        return self.backend_tokenizer.encode(text, add_special_tokens=True).ids
+
+    @classmethod
+    def from_hf(cls, tok: Any) -> BackendTokenizer:
+        ids = {"bos": tok.bos_token_id, "eos": tok.eos_token_id, "pad": tok.pad_token_id}
+        return cls(tok.backend_tokenizer, tok.name_or_path, ids)
+
+
+def _special_token(config: dict[str, Any], key: str) -> str | None:
+    value = config.get(key)
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def _load_backend(path: str) -> BackendTokenizer | None:
+    """The backend straight from ``tokenizer.json``; None where only transformers can load the directory."""
+    from pathlib import Path
+
+    root = Path(path)
+    if not (root / "tokenizer.json").is_file() or not (root / "tokenizer_config.json").is_file():
+        return None
+    from tokenizers import Tokenizer
+
+    config = json.loads((root / "tokenizer_config.json").read_text(encoding="utf-8"))
+    specials_map = root / "special_tokens_map.json"
+    if specials_map.is_file():
+        config = {**json.loads(specials_map.read_text(encoding="utf-8")), **config}
+    if config.get("tokenizer_class") not in (None, "LlamaTokenizer", "LlamaTokenizerFast", "PreTrainedTokenizerFast",
+                                             "GPT2Tokenizer", "GPT2TokenizerFast"):
+        return None  # a class that may add behaviour beyond its tokenizer.json
+    backend = Tokenizer.from_file(str(root / "tokenizer.json"))
+    vocab = backend.get_vocab(with_added_tokens=True)
+    for tid, added in (config.get("added_tokens_decoder") or {}).items():
+        if vocab.get(added.get("content")) != int(tid):
+            return None  # transformers would add tokens the backend lacks
+    ids: dict[str, int | None] = {}
+    for key in ("bos", "eos", "pad"):
+        token = _special_token(config, f"{key}_token")
+        ids[key] = backend.token_to_id(token) if token is not None else None
+    return BackendTokenizer(backend, path, ids)
+
+
+def load_tokenizer(name_or_path: str, *, backend_only: bool = False) -> Any:
+    """Load a fast Hugging Face tokenizer by local path, hub id or ``mistral-v1``; one-line error on failure.
+
+    ``backend_only`` returns a :class:`BackendTokenizer` (read from ``tokenizer.json`` without
+    transformers where the directory allows it), for stages that only tokenize.
+    """
     path = resolve_tokenizer_path(name_or_path)
+    if backend_only:
+        try:
+            light = _load_backend(path)
+        except Exception as e:  # malformed tokenizer files: the library's first line is the message
+            log_first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"cannot load tokenizer {name_or_path!r}: {log_first}") from None
+        if light is not None:
+            return light
+        return BackendTokenizer.from_hf(load_tokenizer(name_or_path))
     try:
         from transformers import AutoTokenizer
 
