@@ -90,7 +90,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     key, sep, raw = item.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
-        raise UserError(f"override {item!r}: expected KEY=VALUE with a dotted KEY, e.g. max_duration=10ba")
+        raise UserError(f"override {item!r}: expected KEY=VALUE with a dotted KEY, e.g. section.key=10")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
@@ -400,7 +400,9 @@ def schema_lines(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 def schema_text(model: type[BaseModel]) -> str:
     """``--schema``: the model's own description, then every field."""
-    head = (model.__doc__ or "").strip()
+    import inspect
+
+    head = inspect.cleandoc(model.__doc__ or "")
     return "\n".join([head, "", *schema_lines(model)] if head else schema_lines(model)) + "\n"
 
 

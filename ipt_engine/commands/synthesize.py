@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_PART_SIZE = 1000
+CONFIG_MODEL = "ipt_engine.synth.config:SynthConfig"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -173,11 +174,18 @@ def _gpus(workers: int) -> list[str] | None:
     return [str(i) for i in range(workers)]
 
 
+def resolve_config(args: argparse.Namespace) -> Any:
+    """The synth config from --config and --set (what ``--print-config`` shows and ``run`` uses)."""
+    from ipt_engine.synth.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
 def run(args: argparse.Namespace) -> int:
     from ipt_engine.errors import UserError
     from ipt_engine.io.discover import expand_inputs
     from ipt_engine.io.parts import run_part_stage
-    from ipt_engine.synth.config import apply_overrides, load_config, to_dict
+    from ipt_engine.synth.config import to_dict
 
     if args.rounds < 1:
         raise UserError(f"--rounds must be at least 1, got {args.rounds}")
@@ -187,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--limit must be at least 1, got {args.limit}")
     if args.part_size < 1:
         raise UserError(f"--part-size must be at least 1, got {args.part_size}")
-    config = apply_overrides(load_config(args.config), args.overrides)
+    config = resolve_config(args)
     config_dict = to_dict(config)
     inputs = expand_inputs(args.inputs)
     output = Path(args.output)

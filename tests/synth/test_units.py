@@ -117,23 +117,32 @@ def test_config_validation_and_overrides(tmp_path):
     cfg = apply_overrides(from_dict({}), ["engine.max_num_seqs=8", "engine.ngram_speculation=true"])
     assert cfg.engine.max_num_seqs == 8 and cfg.engine.ngram_speculation
     for bad, message in [
-        ({"engine": {"max_num_seq": 1}}, "unknown key"),
-        ({"engine": {"max_num_seqs": 0}}, "at least 1"),
-        ({"engine": {"gpu_memory_utilization": 1.5}}, "(0, 1]"),
-        ({"sampling": {"max_tokens": 4096}}, "smaller than"),
-        ({"scheduler": "fast"}, "not one of"),
-        ({"engine": {"enforce_eager": "yes"}}, "true or false"),
+        ({"engine": {"max_num_seq": 1}}, "engine.max_num_seq: unknown key (known keys here: batch_size, dtype, "),
+        ({"engine": {"max_num_seqs": 0}}, "engine.max_num_seqs: must be >= 1, got 0"),
+        ({"engine": {"gpu_memory_utilization": 1.5}}, "engine.gpu_memory_utilization: must be <= 1, got 1.5"),
+        ({"engine": {"gpu_memory_utilization": 0}}, "engine.gpu_memory_utilization: must be > 0, got 0"),
+        ({"sampling": {"max_tokens": 4096}},
+         "sampling.max_tokens: must be smaller than engine.max_model_len (4096) to leave room for the prompt, got 4096"),
+        ({"engine": {"prompt_lookup_min": 3, "prompt_lookup_max": 2}},
+         "engine.prompt_lookup_max: must be at least engine.prompt_lookup_min (3), got 2"),
+        ({"scheduler": "fast"}, "scheduler: must be one of 'auto', 'pipelined' or 'rounds', got 'fast'"),
+        ({"engine": {"enforce_eager": "maybe"}}, "engine.enforce_eager: must be true or false, got 'maybe'"),
+        ({"openai": {"retries": -1}}, "openai.retries: must be >= 0, got -1"),
     ]:
-        with pytest.raises(UserError, match=message.replace("(", r"\(").replace("]", r"\]")):
+        with pytest.raises(UserError) as e:
             from_dict(bad)
-    with pytest.raises(UserError, match="key=value"):
+        assert str(e.value).startswith(message), (str(e.value), message)
+    with pytest.raises(UserError, match="expected KEY=VALUE"):
         apply_overrides(from_dict({}), ["engine.max_num_seqs"])
+    with pytest.raises(UserError, match=r"^command line: sampling\.top_p: must be <= 1, got 2$"):
+        apply_overrides(from_dict({}), ["sampling.top_p=2"])
     path = tmp_path / "c.yaml"
     path.write_text("engine: [1, 2]\n")
-    with pytest.raises(UserError, match="expected a mapping"):
+    with pytest.raises(UserError, match=f"^{path}: engine: must be a mapping, got \\[1, 2\\]$"):
         load_config(path)
     path.write_text("engine:\n  max_num_seqs: 4\n")
     assert load_config(path).engine.max_num_seqs == 4
+    assert load_config(path, ["engine.max_num_seqs=9"]).engine.max_num_seqs == 9
 
 
 def test_command_module_imports_only_the_standard_library():
@@ -164,3 +173,29 @@ def test_pipelined_window_gives_a_finished_slot_to_the_same_chain_first():
     # 4 chains (0,4) (1,5) (2,6) (3,7): chains 0 and 1 start; each finished slot goes to the same chain's
     # next round before a new chain starts.
     assert sent == [0, 1, 4, 5, 2, 3, 6, 7]
+
+
+def test_print_config_and_schema(tmp_path, capsys):
+    import yaml
+
+    from ipt_engine.cli import main
+
+    cfg = tmp_path / "synth.yaml"
+    cfg.write_text("engine:\n  max_num_seqs: 4\nsampling:\n  max_tokens: 100\n")
+    # --print-config needs neither inputs nor --output/--model: only what the config is made of
+    assert main(["synthesize", "--config", str(cfg), "--set", "engine.max_num_seqs=16", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["engine"]["max_num_seqs"] == 16 and printed["sampling"]["max_tokens"] == 100
+    assert printed["sampling"]["temperature"] == 0 and printed["scheduler"] == "auto"  # the paper's defaults
+    assert from_dict(printed) == load_config(cfg, ["engine.max_num_seqs=16"])
+    assert main(["synthesize", "--print-config", "--set", "sampling.top_p=0"]) == 2
+    assert capsys.readouterr().err == "ipt synthesize: error: command line: sampling.top_p: must be > 0, got 0\n"
+    cfg.write_text("sampling:\n  max_tokens: -5\n")
+    assert main(["synthesize", "in.jsonl", "-o", str(tmp_path / "o"), "-m", "x", "--config", str(cfg)]) == 2
+    assert capsys.readouterr().err == f"ipt synthesize: error: {cfg}: sampling.max_tokens: must be >= 1, got -5\n"
+    with pytest.raises(SystemExit) as e:
+        main(["synthesize", "--schema"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0
+    assert "engine.max_num_seqs: integer | null = null\n    Most sequences vLLM schedules at once" in out
+    assert "sampling.max_tokens: integer = 400" in out
