@@ -135,4 +135,14 @@ def test_pipeline_raw_stage_runs_and_resumes(tmp_path, capsys):
     assert main(argv) == 0  # a rerun finds everything complete
     second = capsys.readouterr().out
     assert "already complete" in second
-    assert first.split("ipt inspect")[1] == second.split("ipt inspect")[1]
+    title = f"ipt pipeline {tmp_path}: 2 steps"
+    assert first.split("ipt inspect")[1].split(title)[0] == second.split("ipt inspect")[1].split(title)[0]
+    # It ends with the table: both steps, their counts from the corpus and the manifest, the rerun reused.
+    for out, reused in ((first, False), (second, True)):
+        table = out[out.index(title):].splitlines()
+        assert table[1].split() == ["stage", "items", "in", "→", "out", "seconds", "output"]
+        corpus, convert = table[3].split(), table[4].split()
+        assert corpus[:5] == ["corpus", "-", "→", "25", "docs"] and corpus[-1] == str(tmp_path / "corpus" / "raw.jsonl")
+        assert convert[:7] == ["convert", "raw", "25", "docs", "→", convert[5], "samples"] and int(convert[5]) > 0
+        assert convert[-1] == str(tmp_path / "shards" / "raw") and ("(reused)" in table[4]) == reused
+        assert len(table) == 5

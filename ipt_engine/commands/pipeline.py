@@ -8,7 +8,8 @@ present on every machine) — the README's main job:
   5. convert those to packed shards        out/demo/shards/augmented
   6. train a tiny Llama on both, mixed     out/demo/train          (examples/tiny-cpu.yaml)
 
-and print the `ipt inspect` summaries. Every step resumes: a rerun skips what is complete. Synthesis
+and print the `ipt inspect` summaries, then one table of every step: items in -> out, seconds, output
+path (plots included). Every step resumes: a rerun skips what is complete. Synthesis
 runs in the synthesis environment (.venv-synth, or $IPT_SYNTH_PYTHON), because vLLM and Composer cannot
 share one; without it, steps 3-6 are skipped with a note. The synthesizer here is a tiny model
 fine-tuned on CPU to write the synthesizer's format (built once, cached); pass --model to use the real
@@ -69,15 +70,22 @@ def run(args: argparse.Namespace) -> int:
     from ipt_engine.corpus import write_default_corpus
     from ipt_engine.data.inspect import inspect_shards, plot_histogram, print_report
     from ipt_engine.errors import UserError
+    from ipt_engine.pipeline_report import Count, PipelineReport
 
     work = Path(args.workdir)
+    table = PipelineReport(f"ipt pipeline {work}")
     steps = 2 if args.skip_synth else 6
     corpus = work / "corpus" / "raw.jsonl"
-    if not corpus.exists():
-        _, n = write_default_corpus(corpus, limit=args.limit)
-        print(f"[1/{steps}] default corpus: {n} standard-library modules' documentation -> {corpus}")
-    else:
-        print(f"[1/{steps}] default corpus: reusing {corpus}")
+    with table.step("corpus", corpus) as row:
+        if not corpus.exists():
+            _, n = write_default_corpus(corpus, limit=args.limit)
+            print(f"[1/{steps}] default corpus: {n} standard-library modules' documentation -> {corpus}")
+        else:
+            print(f"[1/{steps}] default corpus: reusing {corpus}")
+            row.reused = True
+            with open(corpus, "rb") as f:
+                n = sum(1 for _ in f)
+        row.items_out = Count(n, "docs")
 
     def convert(src: Path, out: Path) -> None:
         code = ipt(["convert", str(src), "--output", str(out), "--tokenizer", "mistral-v1",
@@ -88,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
 
     raw = work / "shards" / "raw"
     print(f"[2/{steps}] convert -> {raw}")
-    convert(corpus, raw)
+    with table.step("convert raw", raw):
+        convert(corpus, raw)
     shard_dirs = [raw]
 
     if not args.skip_synth:
@@ -100,33 +109,40 @@ def run(args: argparse.Namespace) -> int:
             model = args.model
             if model is None:
                 print("[3/6] synthesizer: tiny format-writing model (built once on CPU, then cached)")
-                model = _run_synth(py, ["-m", "ipt_engine.synth.format_model"]).strip().splitlines()[-1]
+                with table.step("format model") as row:
+                    built = _run_synth(py, ["-m", "ipt_engine.synth.format_model"])
+                    model = row.output = built.strip().splitlines()[-1]
             synth = work / "synth"
             print(f"[3/6] synthesize {args.synth_limit} texts, {args.rounds} rounds -> {synth}")
-            _run_synth(py, ["-m", "ipt_engine", "synthesize", str(corpus), "--output", str(synth),
-                            "--model", model, "--rounds", str(args.rounds), "--limit", str(args.synth_limit),
-                            "--part-size", "16", "--resume",
-                            "--config", str(REPO / "examples" / "synth-cpu.yaml"),
-                            "--set", f"engine.max_model_len={args.max_seq_len}"])
+            with table.step("synthesize", synth):
+                _run_synth(py, ["-m", "ipt_engine", "synthesize", str(corpus), "--output", str(synth),
+                                "--model", model, "--rounds", str(args.rounds), "--limit", str(args.synth_limit),
+                                "--part-size", "16", "--resume",
+                                "--config", str(REPO / "examples" / "synth-cpu.yaml"),
+                                "--set", f"engine.max_model_len={args.max_seq_len}"])
             templified = work / "templified"
             print(f"[4/6] templify -> {templified}")
-            if ipt(["templify", str(synth), "--output", str(templified), "--resume"]):
-                raise UserError("templify failed")
+            with table.step("templify", templified):
+                if ipt(["templify", str(synth), "--output", str(templified), "--resume"]):
+                    raise UserError("templify failed")
             augmented = work / "shards" / "augmented"
             print(f"[5/6] convert -> {augmented}")
-            convert(templified, augmented)
+            with table.step("convert augmented", augmented):
+                convert(templified, augmented)
             shard_dirs.append(augmented)
             if args.train_steps > 0:
                 train = work / "train"
                 print(f"[6/6] train a tiny Llama on raw + augmented shards, {args.train_steps} batches -> {train}")
-                code = ipt(["train", str(REPO / "examples" / "tiny-cpu.yaml"),
-                            f"max_duration={args.train_steps}ba",
-                            f"train_loader.streams.raw.local={raw}",
-                            f"train_loader.streams.augmented.local={augmented}",
-                            f"save_folder={train}/{{run_name}}/checkpoints",
-                            f"loggers.jsonl.path={train}/{{run_name}}/metrics.jsonl"])
-                if code:
-                    raise UserError("training failed")
+                with table.step("train", train) as row:
+                    code = ipt(["train", str(REPO / "examples" / "tiny-cpu.yaml"),
+                                f"max_duration={args.train_steps}ba",
+                                f"train_loader.streams.raw.local={raw}",
+                                f"train_loader.streams.augmented.local={augmented}",
+                                f"save_folder={train}/{{run_name}}/checkpoints",
+                                f"loggers.jsonl.path={train}/{{run_name}}/metrics.jsonl"])
+                    if code:
+                        raise UserError("training failed")
+                    row.items_in, row.items_out = Count(len(shard_dirs), "streams"), Count(args.train_steps, "batches")
 
     for d in shard_dirs:
         report = inspect_shards(d)
@@ -134,6 +150,9 @@ def run(args: argparse.Namespace) -> int:
         print_report(report)
         if args.plot:
             png = work / f"{d.name}-doc-lengths.png"
-            plot_histogram(report, png)
+            with table.step(f"plot {d.name}", png):
+                plot_histogram(report, png)
             print(f"histogram: {png}")
+    print()
+    table.print()
     return 0
