@@ -135,6 +135,51 @@ class LoaderConfig(Section):
         return self
 
 
+_STREAM_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class EvalConfig(Section):
+    """Held-out loss while training: one Composer evaluator per stream, labelled with the stream's name.
+
+    Each stream is read whole and in order, packed and document-masked as in training, and reports
+    ``LanguageCrossEntropy`` (mean loss per predicted token) and ``LanguagePerplexity`` as
+    ``metrics/<name>/...`` to the console and every logger. Typical streams are the held-out sides that
+    ``ipt convert --split holdout=0.01`` writes beside the training shards (``OUT-holdout``).
+    """
+
+    streams: dict[str, str | StreamConfig] = Field(default_factory=dict)
+    """Stream name -> MDS directory, as a path or as ``{local, remote}`` (no ``proportion``)."""
+    interval: Time = "1ep"
+    """How often to evaluate (``10ba``, ``1ep``); the end of training is always evaluated."""
+    subset_num_batches: int = -1
+    """Batches per stream and evaluation; -1: the whole stream."""
+    device_batch_size: Positive | None = None
+    """Rows per evaluation batch and device; default: ``device_eval_batch_size``, else the training one."""
+    max_seq_len: Annotated[int, Field(ge=2)] | None = None
+    """Row length; default: each stream's own (its ``ipt.json``)."""
+    num_workers: Annotated[int, Field(ge=0)] = 0
+    """Loader worker processes per stream (0: load in the training process)."""
+
+    @model_validator(mode="after")
+    def _streams(self) -> EvalConfig:
+        if not self.streams:
+            raise Invalid("give at least one stream (a name mapping to an MDS directory)", "streams")
+        if self.subset_num_batches == 0 or self.subset_num_batches < -1:
+            raise Invalid(f"must be -1 (all) or positive, got {self.subset_num_batches}", "subset_num_batches")
+        for name, value in list(self.streams.items()):
+            if not _STREAM_NAME.match(name):
+                raise Invalid("a stream name holds only letters, digits, '_', '-' and '.' (it becomes the "
+                              "metric key metrics/<name>/...)", "streams", name)
+            st = StreamConfig(local=value) if isinstance(value, str) else value
+            if st.local is None and st.remote is None:
+                raise Invalid("give a path, or local, remote or both", "streams", name)
+            if st.proportion is not None or st.repeat is not None:
+                raise Invalid("proportion and repeat do not apply to an evaluation stream (each is read whole)",
+                              "streams", name)
+            self.streams[name] = st
+        return self
+
+
 class OptimizerConfig(Section):
     """The optimizer; ``decoupled_adamw`` scales weight decay with the learning rate, as llm-foundry does."""
 
@@ -250,9 +295,13 @@ class TrainConfig(Section):
     dist_timeout: float = 600.0
     """Seconds a rank waits for the others (process-group set-up, collectives)."""
     export: ExportConfig = Field(default_factory=ExportConfig)
+    eval: EvalConfig | None = None
+    """Held-out loss per stream during training, one evaluator each (see :class:`EvalConfig`)."""
 
     @model_validator(mode="after")
     def _fits_together(self) -> TrainConfig:
+        if self.eval is not None and self.eval_loader is not None and "eval" in self.eval.streams:
+            raise Invalid("the name is taken by eval_loader's evaluator; rename the stream", "eval", "streams", "eval")
         m = self.model
         if m.pretrained_model_name_or_path is None and m.model_type is None:
             raise Invalid("set pretrained_model_name_or_path (hub id or directory) or model_type (e.g. llama)", "model")
@@ -300,7 +349,10 @@ def check_batch_sizes(cfg: TrainConfig, world_size: int) -> int:
 
 def check_local_paths(cfg: TrainConfig) -> None:
     """A stream with no remote must exist locally now, not after the job has queued for a node."""
-    for name, loader in (("train_loader", cfg.train_loader), ("eval_loader", cfg.eval_loader)):
+    loaders: list[tuple[str, Any]] = [("train_loader", cfg.train_loader), ("eval_loader", cfg.eval_loader)]
+    if cfg.eval is not None:
+        loaders.append(("eval", cfg.eval))
+    for name, loader in loaders:
         if loader is None:
             continue
         for sname, st in loader.streams.items():

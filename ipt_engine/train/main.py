@@ -105,6 +105,12 @@ def train(cfg: TrainConfig, *, extra_callbacks: Sequence[Any] = ()) -> Any:
         eval_dl = build_dataloader(eval_plan, device_batch_size=cfg.device_eval_batch_size or per_device, **loader_args)
         evaluators.append(Evaluator(label="eval", dataloader=DataSpec(eval_dl, get_num_tokens_in_batch=real_tokens),
                                     metric_names=["LanguageCrossEntropy", "LanguagePerplexity"]))
+    if cfg.eval is not None:
+        from ipt_engine.train.evaluation import build_stream_evaluators
+
+        evaluators += build_stream_evaluators(cfg.eval, tokenizer_fp=fingerprint,
+                                              device_batch_size=cfg.device_eval_batch_size or per_device,
+                                              loader_args=loader_args, num_tokens=real_tokens)
 
     optimizer = build_optimizer(cfg.optimizer, model)
     loggers = build_loggers(cfg.loggers, cfg.run_name)
