@@ -25,7 +25,9 @@ under ``<cache>/models/format-<hash>``, the hash covering the corpus, the recipe
 transformers major version, so a changed ingredient rebuilds it and an unchanged one loads in a
 second. It trains with whatever torch the running environment has: the synth env (torch 2.13 CPU,
 transformers 5) builds the copy vLLM loads, the train env (torch 2.7, transformers 4) builds its own
-for the HF engine; a build takes about 2.7 min on two idle cores (much longer on busy ones).
+for the HF engine; a build takes about 2.7 min on two idle cores (much longer on busy ones). While it
+trains, a progress bar shows the step, the loss and the time left, on a terminal or when asked
+(``progress=True``); elsewhere (logs, CI) the build says one line when it starts and one when it ends.
 
 Its answers are often wrong; what matters is that it reliably writes well-formed pairs that
 ``parse_pairs`` accepts, closes them, and stops with EOS after a few pairs.
@@ -39,6 +41,7 @@ import json
 import os
 import random
 import re
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -231,8 +234,11 @@ def length_batches(examples: list[tuple[list[int], list[int]]], batch_size: int)
 
 
 def format_model_dir(cache_dir: str | os.PathLike | None = None, recipe: Recipe | None = None,
-                     *, log: Any = None) -> Path:
-    """Return the directory of the format-writing tiny model, building it first if it is not cached."""
+                     *, progress: bool | None = None) -> Path:
+    """Return the directory of the format-writing tiny model, building it first if it is not cached.
+
+    ``progress``: show the training progress bar (None: only when stderr is a terminal).
+    """
     import transformers
 
     from ipt_engine.assets import ASSET_DONE, cache_root, fresh_build_dir, publish_build_dir, tiny_model_dir
@@ -247,12 +253,27 @@ def format_model_dir(cache_dir: str | os.PathLike | None = None, recipe: Recipe 
     if (final / ASSET_DONE).exists():
         return final
     tmp = fresh_build_dir(final)
-    _train(base, texts, recipe, tmp, log=log)
+    print(f"format model: building {final.name} ({recipe.steps} steps; minutes on CPU, once, then cached)",
+          file=sys.stderr, flush=True)
+    _train(base, texts, recipe, tmp, progress=progress)
     (tmp / "ipt-format-model.json").write_text(json.dumps(json.loads(key), indent=2) + "\n")
     return publish_build_dir(tmp, final)
 
 
-def _train(base: Path, texts: list[str], recipe: Recipe, out: Path, *, log: Any = None) -> None:
+def progress_bar(steps: int, progress: bool | None) -> Any:
+    """The build's tqdm bar on stderr: step, loss (set by the loop) and time left, redrawn in place.
+
+    Disabled unless ``progress`` is true or, with ``progress=None``, stderr is a terminal: in a log
+    file every redraw would be a line of its own.
+    """
+    from tqdm import tqdm
+
+    show = sys.stderr.isatty() if progress is None else progress
+    return tqdm(total=steps, desc="format model", unit="step", disable=not show, file=sys.stderr,
+                dynamic_ncols=True)
+
+
+def _train(base: Path, texts: list[str], recipe: Recipe, out: Path, *, progress: bool | None = None) -> None:
     """Fine-tune ``base`` on the cloze examples; loss on target tokens only; save to ``out``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -270,6 +291,7 @@ def _train(base: Path, texts: list[str], recipe: Recipe, out: Path, *, log: Any 
     pad = tokenizer.eos_token_id
     t0 = time.perf_counter()
     batches = length_batches(examples, recipe.batch_size)
+    bar = progress_bar(recipe.steps, progress)
     for step in range(recipe.steps):
         batch = [examples[i] for i in rng.choice(batches)]
         length = max(len(p) + len(t) for p, t in batch)
@@ -298,20 +320,32 @@ def _train(base: Path, texts: list[str], recipe: Recipe, out: Path, *, log: Any 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optim.step()
-        if log is not None and (step % 20 == 0 or step == recipe.steps - 1):
-            log(f"format model: step {step + 1}/{recipe.steps} loss {loss.item():.3f} "
-                f"({time.perf_counter() - t0:.0f}s)")
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        bar.update(1)
+    shown = not bar.disable  # read before close(), which disables the bar
+    bar.close()
+    if not shown:
+        print(f"format model: {recipe.steps} steps in {time.perf_counter() - t0:.0f}s, final loss {loss.item():.3f}",
+              file=sys.stderr, flush=True)
     model.eval()
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
 
 
-def main() -> None:
-    """``python -m ipt_engine.synth.format_model [CACHE_DIR]``: build (or find) the model, print its path."""
-    import sys
+def main(argv: list[str] | None = None) -> None:
+    """``python -m ipt_engine.synth.format_model [CACHE_DIR] [--progress | --no-progress]``: build (or
+    find) the model and print its path on stdout (progress goes to stderr)."""
+    import argparse
 
-    path = format_model_dir(sys.argv[1] if len(sys.argv) > 1 else None, log=lambda m: print(m, flush=True))
-    print(path)
+    parser = argparse.ArgumentParser(
+        prog="python -m ipt_engine.synth.format_model",
+        description="Build (or find) the format-writing tiny model; print its path on stdout, progress on stderr.")
+    parser.add_argument("cache_dir", nargs="?", default=None,
+                        help="asset cache (default: $IPT_CACHE, else ~/.cache/ipt-engine)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="show the training progress bar (default: only on a terminal)")
+    args = parser.parse_args(argv)
+    print(format_model_dir(args.cache_dir, progress=args.progress))
 
 
 if __name__ == "__main__":
