@@ -6,8 +6,14 @@ columns `tokens` and `doc_lens`, plus `ipt.json` (tokenizer fingerprint, N, pack
 `manifest.json`. The output is identical for any --workers; --resume continues after a crash and yields
 exactly the samples of an uninterrupted run.
 
+With --ray ADDRESS (auto, ray://HOST:PORT, or local for a throwaway cluster on this machine) the
+inputs are cut into ranges of about --range-bytes, each converted by a Ray task into its own partition
+part-NNNNN/ under the output, and one root index.json is written over all of them; the output directory
+must be on a filesystem every node of the cluster sees.
+
 example:
   ipt convert corpus.jsonl --output shards/ --tokenizer mistral-v1 --max-seq-len 4096 --packing bfd
+  ipt convert corpus/ --output /shared/shards/ --packing bfd --ray auto
 """
 
 from __future__ import annotations
@@ -36,6 +42,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue a partial output (starts fresh if none)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ray = p.add_argument_group("Ray cluster")
+    ray.add_argument("--ray", metavar="ADDRESS", default=None,
+                     help="convert as Ray tasks: auto (running cluster), ray://HOST:PORT, or local")
+    ray.add_argument("--range-bytes", type=int, default=64 << 20, metavar="BYTES",
+                     help="--ray: input bytes per task; large files are split, small ones grouped")
+    ray.add_argument("--max-range-retries", type=int, default=2, metavar="N",
+                     help="--ray: re-runs of a range whose worker died before the run fails")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,7 +62,13 @@ def run(args: argparse.Namespace) -> int:
         on_error=args.on_error, resume=args.resume, overwrite=args.overwrite, text_field=args.text_field,
         shard_size=args.shard_size, bfd_window=args.bfd_window, progress=not args.no_progress,
     )
-    res = convert(opts)
+    if args.ray is not None:
+        from ipt_engine.data.convert_ray import RayConvertOptions, convert_on_ray
+
+        res = convert_on_ray(opts, RayConvertOptions(
+            address=args.ray, range_bytes=args.range_bytes, max_retries=args.max_range_retries))
+    else:
+        res = convert(opts)
     s = res.stats
     if res.already_complete:
         print(f"{res.output}: already complete (nothing to do)")
@@ -61,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         ("fill rate", f"{100 * res.fill_rate:.2f}%"),
         ("tokens/s", human(fresh / res.seconds) if res.seconds else "-"),
         ("rejects", s.get("rejects", 0)),
+        *([("ranges", s["ranges"])] if "ranges" in s else []),
         ("time", f"{res.seconds:.1f}s"),
     ])
     return 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -48,6 +48,11 @@ class ConvertOptions:
     bfd_window: int = 1024  # bfd: samples' worth of tokens per packing window
     batch_chars: int = 1 << 20  # texts per tokenizer batch, by total characters
     progress: bool = True
+    # Convert only these pieces of the inputs instead of ``inputs`` whole (one range of a distributed
+    # conversion, see ipt_engine.data.ranges); ``inputs`` is then ignored.
+    segments: list[Any] | None = None
+    # Called with the number of shards committed so far after each one (fault-injection tests).
+    shard_hook: Callable[[int], None] | None = None
 
 
 @dataclass
@@ -96,9 +101,17 @@ def _iter_batches(sources: list[Path], resume: Any, opts: ConvertOptions, reject
     texts: list[str] = []
     ats: list[ResumePoint] = []
     chars = 0
+    segments = opts.segments
     for src_i in range(resume.source, len(sources)):
         start = resume.start if src_i == resume.source else 0
-        for rec in read_records(sources[src_i], text_field=opts.text_field, start=start):
+        stop = seek = None
+        inner = False  # a segment after a file's first: errors about the whole file belong to the first
+        if segments:
+            seg = segments[src_i]
+            start, stop, seek, inner = max(start, seg.start), seg.stop, seg.seek, seg.start > 0
+        for rec in read_records(sources[src_i], text_field=opts.text_field, start=start, stop=stop, seek=seek):
+            if inner and rec.index == 0:
+                continue
             error = rec.error
             if error is None and not rec.text.strip():
                 error = "empty text"
@@ -167,19 +180,11 @@ def convert(opts: ConvertOptions) -> ConvertResult:
     from ipt_engine.data.tokenize import backend_json
 
     validate(opts)
-    sources = expand_inputs(opts.inputs)
+    sources = [Path(s.path) for s in opts.segments] if opts.segments else expand_inputs(opts.inputs)
     tok, fingerprint, bos, eos = _tokenizer_setup(opts.tokenizer)
-    params = {
-        "tokenizer": fingerprint,
-        "max_seq_len": opts.max_seq_len,
-        "packing": opts.packing,
-        "compression": opts.compression or None,
-        "text_field": opts.text_field,
-        "shard_size": opts.shard_size,
-        "bfd_window": opts.bfd_window if opts.packing == "bfd" else None,
-        "add_bos": bos is not None,
-        "add_eos": True,
-    }
+    params = output_params(opts, fingerprint, bos)
+    if opts.segments:
+        params["segments"] = [s.to_json() for s in opts.segments]
     out = Path(opts.output)
     manifest = prepare_output(out, "convert", sources, params, resume=opts.resume, overwrite=opts.overwrite)
     result = ConvertResult(output=out)
@@ -205,6 +210,8 @@ def convert(opts: ConvertOptions) -> ConvertResult:
         }
         manifest["outputs"] = [s["zip_data"]["basename"] if s.get("zip_data") else s["raw_data"]["basename"] for s in all_shards]
         save_manifest(out, manifest)
+        if opts.shard_hook is not None:
+            opts.shard_hook(len(all_shards))
 
     N = opts.max_seq_len
     writer = ResumableMDSWriter(
@@ -263,22 +270,44 @@ def convert(opts: ConvertOptions) -> ConvertResult:
     result.stats = stats
     result.seconds = time.perf_counter() - t0
     stats["tokenized_tokens_this_run"] = new_tokens
-    atomic_write_json(out / IPT_JSON, {
-        "format": "ipt-mds",
-        "version": FORMAT_VERSION,
-        "tokenizer": fingerprint,
-        "max_seq_len": N,
-        "packing": opts.packing,
-        "add_bos": bos is not None,
-        "add_eos": True,
-        "columns": COLUMNS,
-        "inputs": manifest["inputs"],
-        "stats": {k: v for k, v in stats.items() if k != "tokenized_tokens_this_run"},
-    })
+    write_ipt_json(out, opts, fingerprint, bos, manifest["inputs"], stats)
     manifest["stats"] = stats
     manifest["complete"] = True
     save_manifest(out, manifest)
     return result
+
+
+def output_params(opts: ConvertOptions, fingerprint: dict[str, Any], bos: int | None) -> dict[str, Any]:
+    """What an output depends on besides its inputs; ``--resume`` refuses a change in any of it."""
+    return {
+        "tokenizer": fingerprint,
+        "max_seq_len": opts.max_seq_len,
+        "packing": opts.packing,
+        "compression": opts.compression or None,
+        "text_field": opts.text_field,
+        "shard_size": opts.shard_size,
+        "bfd_window": opts.bfd_window if opts.packing == "bfd" else None,
+        "add_bos": bos is not None,
+        "add_eos": True,
+    }
+
+
+def write_ipt_json(out: Path, opts: ConvertOptions, fingerprint: dict[str, Any], bos: int | None,
+                   inputs: list[dict[str, Any]], stats: dict[str, int], **extra: Any) -> None:
+    """``ipt.json``: what training checks (tokenizer, N) and reports (stats) about a shard directory."""
+    atomic_write_json(out / IPT_JSON, {
+        "format": "ipt-mds",
+        "version": FORMAT_VERSION,
+        "tokenizer": fingerprint,
+        "max_seq_len": opts.max_seq_len,
+        "packing": opts.packing,
+        "add_bos": bos is not None,
+        "add_eos": True,
+        "columns": COLUMNS,
+        "inputs": inputs,
+        "stats": {k: v for k, v in stats.items() if k != "tokenized_tokens_this_run"},
+        **extra,
+    })
 
 
 def _size(path: Path) -> int:

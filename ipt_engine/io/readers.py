@@ -7,7 +7,9 @@ failing (one clear line) and skipping (counted, written to ``rejects.jsonl``) â€
 policy lives in one place, not in every reader.
 
 ``start`` skips the first records of a source without parsing them; resumed stages use it to jump to
-where they stopped. Record indices are 1-based line numbers (JSONL) or row numbers (Parquet, Arrow), so
+where they stopped. ``stop`` ends a source after that record, and ``seek`` (plain JSONL only) jumps to
+a byte offset known to begin a line, so a range of a large file is read without reading what is before
+it (distributed conversion splits large files into such ranges). Record indices are 1-based line numbers (JSONL) or row numbers (Parquet, Arrow), so
 error messages point at what a user sees in an editor.
 """
 
@@ -67,7 +69,8 @@ def _text_from(value: Any, text_field: str) -> tuple[str | None, str | None]:
     return text, None
 
 
-def _read_jsonl(path: Path, text_field: str, mode: Mode, start: int) -> Iterator[Record]:
+def _read_jsonl(path: Path, text_field: str, mode: Mode, start: int,
+                seek: tuple[int, int] | None = None, stop: int | None = None) -> Iterator[Record]:
     src = str(path)
     seen_any = False
     try:
@@ -75,10 +78,16 @@ def _read_jsonl(path: Path, text_field: str, mode: Mode, start: int) -> Iterator
     except OSError as e:
         yield Record(src, 0, error=f"cannot open: {e.strerror or e}")
         return
+    first = 1
+    if seek is not None:  # (byte offset, lines before it): the offset begins line lines + 1
+        f.seek(seek[0])
+        first = seek[1] + 1
     with f:
         try:
-            for line_no, raw in enumerate(f, start=1):
+            for line_no, raw in enumerate(f, start=first):
                 seen_any = True
+                if stop is not None and line_no > stop:
+                    break
                 if line_no <= start:
                     continue
                 if not raw.strip():
@@ -102,7 +111,7 @@ def _read_jsonl(path: Path, text_field: str, mode: Mode, start: int) -> Iterator
             # Truncated gzip/zstd streams surface here, not at open time.
             yield Record(src, 0, error=f"corrupt compressed stream: {e}")
             return
-    if not seen_any and start == 0:
+    if not seen_any and start == 0 and first == 1:
         yield Record(src, 0, error="empty file")
 
 
@@ -127,9 +136,10 @@ def _read_txt(path: Path, mode: Mode, start: int) -> Iterator[Record]:
 
 
 def _rows_from_batches(
-    src: str, batches: Iterator[Any], text_field: str, mode: Mode, start: int
+    src: str, batches: Iterator[Any], text_field: str, mode: Mode, start: int, row: int = 0
 ) -> Iterator[Record]:
-    row = 0
+    """Records from Arrow batches; ``row`` is how many rows precede the first batch."""
+    first_row = row
     for batch in batches:
         n = batch.num_rows
         if row + n <= start:
@@ -154,7 +164,7 @@ def _rows_from_batches(
                 else:
                     yield Record(src, idx, text=text)
         row += n
-    if row == 0:
+    if row == 0 and first_row == 0:
         yield Record(src, 0, error="empty file")
 
 
@@ -175,7 +185,18 @@ def _read_parquet(path: Path, text_field: str, mode: Mode, start: int) -> Iterat
             )
             return
         columns = [text_field]
-    yield from _rows_from_batches(src, pf.iter_batches(batch_size=_BATCH_ROWS, columns=columns), text_field, mode, start)
+    # Skip whole row groups before ``start`` without decoding them.
+    groups, row = [], 0
+    for g in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(g).num_rows
+        if groups or row + n > start:
+            groups.append(g)
+        else:
+            row += n
+    if not groups and pf.metadata.num_row_groups:
+        return
+    batches = pf.iter_batches(batch_size=_BATCH_ROWS, columns=columns, row_groups=groups or None)
+    yield from _rows_from_batches(src, batches, text_field, mode, start, row)
 
 
 def _arrow_files(path: Path) -> list[Path]:
@@ -205,22 +226,35 @@ def _read_hf_dataset(path: Path, text_field: str, mode: Mode, start: int) -> Ite
 
 
 def read_records(
-    path: str | Path, *, text_field: str = "text", mode: Mode = "text", start: int = 0
+    path: str | Path, *, text_field: str = "text", mode: Mode = "text", start: int = 0,
+    stop: int | None = None, seek: tuple[int, int] | None = None,
 ) -> Iterator[Record]:
     """Yield the records of one source (see :func:`ipt_engine.io.expand_inputs`).
 
     ``mode="text"`` requires a string ``text_field`` in every record; ``mode="json"`` yields any JSON
-    value (templify reads read collections, which are JSON lists).
+    value (templify reads read collections, which are JSON lists). Records ``start + 1`` to ``stop``
+    are yielded (errors about the whole source, index 0, always); ``seek=(byte, lines)`` starts a plain
+    ``.jsonl`` file at a byte offset that begins line ``lines + 1``.
     """
     path = Path(path)
+    if seek is not None and not (path.name.endswith(".jsonl") and path.is_file()):
+        raise ValueError(f"{path}: only plain .jsonl files can be read from a byte offset")
     if is_hf_dataset_dir(path):
-        return _read_hf_dataset(path, text_field, mode, start)
-    name = path.name
-    if name.endswith(".parquet"):
-        return _read_parquet(path, text_field, mode, start)
-    if name.endswith(".txt"):
-        return _read_txt(path, mode, start)
-    return _read_jsonl(path, text_field, mode, start)
+        records = _read_hf_dataset(path, text_field, mode, start)
+    elif path.name.endswith(".parquet"):
+        records = _read_parquet(path, text_field, mode, start)
+    elif path.name.endswith(".txt"):
+        records = _read_txt(path, mode, start)
+    else:
+        return _read_jsonl(path, text_field, mode, start, seek, stop)
+    return records if stop is None else _until(records, stop)
+
+
+def _until(records: Iterator[Record], stop: int) -> Iterator[Record]:
+    for rec in records:
+        if rec.index > stop:
+            return
+        yield rec
 
 
 def count_records(path: str | Path) -> int | None:
