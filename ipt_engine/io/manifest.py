@@ -3,7 +3,7 @@
 It says what was read (paths and sizes), with which parameters, what has been written so far, and
 ``"complete": true`` once the stage has finished. It is rewritten atomically after every committed unit
 of output, which is what makes ``--resume`` exact: whatever the manifest lists is on disk and whole;
-whatever it does not list is redone.
+whatever it does not list is redone. The fields: docs/ARCHITECTURE.md, "Manifest".
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ in a worker process), written atomically, and only then listed in the manifest t
 position just after it and the length of ``rejects.jsonl``. Parts are committed strictly in order, so
 the manifest always describes a prefix of the uninterrupted run: a resumed run reopens the inputs at
 the saved position and redoes only the part that was in flight. Nothing is lost, nothing is written
-twice, and the output does not depend on the number of workers.
+twice, and the output does not depend on the number of workers. The layout and the read-collection
+format: docs/ARCHITECTURE.md, "Read-collection parts".
 
 Where parts run is pluggable (:class:`PartExecutor`): in this process, in a local process pool
 (``workers``), or on a cluster (``executor``, e.g. Ray actors). The commit logic is the same for all

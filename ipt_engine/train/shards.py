@@ -3,7 +3,8 @@
 ``ipt convert`` writes ``ipt.json`` beside ``index.json``; its tokenizer fingerprint must match the
 model's tokenizer, because token ids from another vocabulary train a model on garbage without any error.
 Directories written by llm-foundry's converter have no ``ipt.json``: they are accepted, their documents
-are found by splitting at EOS, and the row length must then come from the config.
+are found by splitting at EOS, and the row length must then come from the config. The file's fields:
+docs/ARCHITECTURE.md, "ipt.json".
 """
 
 from __future__ import annotations
