@@ -75,6 +75,15 @@ def test_torch_path_matches_definition(batch):
     check(build_packed_metadata(tensor, seq_len, impl="torch"), doc_lens, seq_len)
 
 
+@settings(max_examples=200, deadline=None)
+@given(batches(), st.sampled_from([torch.int32, torch.int64]))
+def test_numpy_path_matches_definition(batch, dtype):
+    doc_lens, seq_len = batch
+    tensor = torch.tensor(doc_lens, dtype=dtype).reshape(len(doc_lens), -1)
+    check(build_packed_metadata(tensor, seq_len, impl="numpy"), doc_lens, seq_len)
+    check(build_packed_metadata(tensor, seq_len), doc_lens, seq_len)  # auto on CPU
+
+
 @pytest.mark.skipif(not TRITON_RUNS, reason="needs CUDA or TRITON_INTERPRET=1")
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # numpy, from inside Triton's interpreter
 @settings(max_examples=12 if not CUDA else 100, deadline=None)
