@@ -127,3 +127,68 @@ def test_eval_config_is_checked():
         load_config(cfg, ["eval.streams.raw=/x", "eval.interval=often"])
     with pytest.raises(UserError, match=r"eval\.streams"):
         load_config(cfg, ["eval.interval=10ba"])
+
+
+# ---------------------------------------------------------------- ipt eval on the exported model
+
+
+def _eval_data(root: Path) -> Path:
+    """Held-out read collections and texts (real stdlib prose; a question asks which text it is)."""
+    from ipt_engine.eval.data import build_eval_data
+
+    texts = corpus_texts("raw")[170:176]
+    colls = [[{"context": t, "QA_list": [
+        {"Q": "What is the first word of the text?", "A": t.split()[0]},
+        {"Q": f"Which word appears in the text?\nOptions:\n- {t.split()[1]}\n- zebra\n- quantum", "A": t.split()[1]},
+    ], "inherit_from_prev": False}] for t in texts]
+    (root / "colls.jsonl").write_text("".join(json.dumps(c) + "\n" for c in colls))
+    (root / "texts.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[:4]))
+    data = root / "eval-data"
+    counts = build_eval_data(data, collections=[root / "colls.jsonl"], texts=[root / "texts.jsonl"],
+                             max_context_chars=300, max_text_chars=400)
+    assert counts == {"heldout_qa.jsonl": 12, "heldout_gen.jsonl": 6, "heldout_text.jsonl": 4}
+    return data
+
+
+def _loglik(model, ids: list[int], start: int) -> float:
+    """Sum of log p(ids[t] | ids[:t]) for t >= start, in float64."""
+    x = torch.tensor(ids)[None]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=x[:, :-1]).logits[0].double(), -1)
+    return float(sum(logp[t - 1, ids[t]] for t in range(start, len(ids))))
+
+
+def test_ipt_eval_offline_tasks_match_our_own_scoring(trained):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root, _ = trained
+    data = _eval_data(root)
+    tasks = "ipt_heldout_qa,ipt_heldout_gen,ipt_heldout_ppl"
+    _run([sys.executable, "-m", "ipt_engine", "eval", str(root / "hf"), "--tasks", tasks, "--data", str(data),
+          "-o", str(root / "hf.json"), "--batch-size", "4"], root)
+    # the Composer checkpoint the run saved last holds the same weights, loaded the other way
+    _run([sys.executable, "-m", "ipt_engine", "eval", str(root / "ckpt"), "--tasks", "ipt_heldout_qa",
+          "--data", str(data), "-o", str(root / "ckpt.json"), "--attn", "packed"], root)
+    hf, ck = (json.loads((root / f"{n}.json").read_text()) for n in ("hf", "ckpt"))
+    assert (root / "hf.md").read_text().count("| ipt_heldout_") >= 3
+
+    model = AutoModelForCausalLM.from_pretrained(root / "hf", attn_implementation="eager").double().eval()
+    tok = AutoTokenizer.from_pretrained(root / "hf")
+    items = [json.loads(line) for line in (data / "heldout_qa.jsonl").read_text().splitlines()]
+    ours = []
+    for item in items:
+        context = f"{item['context']}\n\nQuestion: {item['question']}\nAnswer:"
+        n_ctx = len(tok(context)["input_ids"])
+        scores = [_loglik(model, tok(f"{context} {c}")["input_ids"], n_ctx) for c in item["choices"]]
+        ours.append(float(int(np.argmax(scores)) == item["label"]))
+    qa = hf["tasks"]["ipt_heldout_qa"]
+    assert [v for _, v in qa["per_doc"]["acc"]] == ours
+    assert qa["metrics"]["acc"]["value"] == pytest.approx(sum(ours) / len(ours))
+    assert ck["tasks"]["ipt_heldout_qa"]["per_doc"]["acc"] == qa["per_doc"]["acc"]
+
+    texts = [json.loads(line)["text"] for line in (data / "heldout_text.jsonl").read_text().splitlines()]
+    ll = sum(_loglik(model, [tok.bos_token_id, *tok(t)["input_ids"]], 1) for t in texts)
+    bpb = -ll / sum(len(t.encode()) for t in texts) / math.log(2)
+    assert hf["tasks"]["ipt_heldout_ppl"]["metrics"]["bits_per_byte"]["value"] == pytest.approx(bpb, rel=1e-4)
+    gen = hf["tasks"]["ipt_heldout_gen"]
+    assert gen["n"] == 6 and 0.0 <= gen["metrics"]["exact_match"]["value"] <= 1.0

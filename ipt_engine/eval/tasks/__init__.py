@@ -1,0 +1,1 @@
+"""lm-evaluation-harness task definitions shipped with ipt-engine (an ``include_path`` directory)."""
