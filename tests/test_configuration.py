@@ -97,7 +97,8 @@ def test_overrides_and_flags_are_blamed_as_such(tmp_path):
 @given(lr=st.floats(max_value=0, allow_nan=False, allow_infinity=False) | st.integers(max_value=0),
        steps=st.integers(max_value=0))
 def test_any_out_of_range_value_gives_the_rule_and_the_value(lr, steps):
-    assert _error("name=x", f"train.lr={lr!r}") == f"command line: train.lr: must be > 0, got {lr!r}"
+    typed = yaml.safe_load(repr(lr))  # YAML 1.1 reads `-1e-05` (no dot) as a string: shown quoted, as given
+    assert _error("name=x", f"train.lr={lr!r}") == f"command line: train.lr: must be > 0, got {typed!r}"
     assert _error("name=x", f"train.steps={steps}") == f"command line: train.steps: must be >= 1, got {steps}"
 
 
@@ -171,3 +172,33 @@ def test_cli_import_does_not_import_pydantic_or_yaml():
             "print(sorted(m for m in ('pydantic', 'yaml', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_convert_print_config_merges_file_flags_and_overrides(capsys, tmp_path):
+    cfg = tmp_path / "convert.yaml"
+    cfg.write_text("max_seq_len: 512\npacking: bfd\ncompression: gz\n")
+    code, out, _ = _cli(capsys, "convert", "--config", str(cfg), "--max-seq-len", "4096", "--set", "bfd_window=8",
+                        "--compression", "none", "--print-config")
+    assert code == 0
+    assert yaml.safe_load(out) == {"tokenizer": "mistral-v1", "max_seq_len": 4096, "packing": "bfd",
+                                   "compression": None, "text_field": "text", "shard_size": 1 << 26,
+                                   "bfd_window": 8}
+    cfg.write_text("max_seq_len: 1\n")
+    code, _, err = _cli(capsys, "convert", "in.jsonl", "-o", str(tmp_path / "o"), "--config", str(cfg))
+    assert (code, err) == (2, f"ipt convert: error: {cfg}: max_seq_len: must be >= 2, got 1\n")
+    code, _, err = _cli(capsys, "convert", "in.jsonl", "-o", str(tmp_path / "o"), "--packing", "greedy")
+    assert (code, err) == (2, "ipt convert: error: --packing: must be one of 'concat' or 'bfd', got 'greedy'\n")
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+
+
+def test_convert_help_states_the_config_defaults(capsys):
+    from ipt_engine.data.convert_config import ConvertConfig
+
+    code, out, _ = _cli(capsys, "convert", "--help")
+    flat = " ".join(out.split())
+    d = ConvertConfig()
+    assert code == 0
+    for needle in (f"'{d.tokenizer}' (default)", f"(default {d.max_seq_len})", f"{d.packing} (default)",
+                   f"default {d.compression}", f"(default '{d.text_field}')", f"(default {d.shard_size >> 20} MiB)",
+                   f"(default {d.bfd_window})"):
+        assert needle in flat, needle

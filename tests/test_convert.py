@@ -160,7 +160,9 @@ def test_bad_files_and_options(tmp_path, capsys):
     cases = [
         (["convert", str(empty), "-o", o], "empty file"),
         (["convert", str(tmp_path / "missing.jsonl"), "-o", o], "no such file"),
-        (["convert", str(empty), "-o", o, "--max-seq-len", "1"], "--max-seq-len must be at least 2"),
+        (["convert", str(empty), "-o", o, "--max-seq-len", "1"], "ipt convert: error: --max-seq-len: must be >= 2, got 1"),
+        (["convert", str(empty), "-o", o, "--set", "bfd_window=0"], "error: command line: bfd_window: must be >= 1, got 0"),
+        (["convert", str(empty), "-o", o, "--compression", "lz5"], "error: --compression: must be a Streaming codec"),
         (["convert", str(empty), "-o", o, "--tokenizer", str(tmp_path)], "cannot load tokenizer"),
     ]
     for argv, needle in cases:

@@ -11,6 +11,11 @@ inputs are cut into ranges of about --range-bytes, each converted by a Ray task 
 part-NNNNN/ under the output, and one root index.json is written over all of them; the output directory
 must be on a filesystem every node of the cluster sees.
 
+What decides the output (--tokenizer, --max-seq-len, --packing, --compression, --text-field, --shard-size,
+--bfd-window) is the conversion config: set by those flags, --config FILE (YAML with the same keys,
+underscored) and --set key=value; `--schema` lists each with its default, `--print-config` shows the
+resolved one. --resume refuses a change in any of it.
+
 example:
   ipt convert corpus.jsonl --output shards/ --tokenizer mistral-v1 --max-seq-len 4096 --packing bfd
   ipt convert corpus/ --output /shared/shards/ --packing bfd --ray auto
@@ -20,25 +25,35 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
+
+CONFIG_MODEL = "ipt_engine.data.convert_config:ConvertConfig"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files or directories to read")
     p.add_argument("--output", "-o", required=True, metavar="DIR", help="MDS output directory")
-    p.add_argument("--tokenizer", default="mistral-v1",
-                   help="HF tokenizer directory or hub id; 'mistral-v1' is the synthesizer's own, built offline")
-    p.add_argument("--max-seq-len", type=int, default=2048, metavar="N", help="tokens per sample")
-    p.add_argument("--packing", choices=("concat", "bfd"), default="concat",
-                   help="concat: join and cut every N tokens; bfd: best-fit decreasing, never splits a document ≤ N")
+    # Config flags default to SUPPRESS: an absent flag leaves the value to --config or the model's default.
+    config = argparse.SUPPRESS
+    p.add_argument("--config", "-c", default=None, metavar="FILE", help="conversion config (YAML)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set max_seq_len=4096 (repeatable)")
+    p.add_argument("--tokenizer", default=config,
+                   help="HF tokenizer directory or hub id; 'mistral-v1' (default) is the synthesizer's own, built offline")
+    p.add_argument("--max-seq-len", type=int, default=config, metavar="N", help="tokens per sample (default 2048)")
+    p.add_argument("--packing", default=config, metavar="{concat,bfd}",
+                   help="concat (default): join and cut every N tokens; bfd: best-fit decreasing, never splits a document ≤ N")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                    help="tokenizer worker processes (0 = in this process)")
-    p.add_argument("--compression", default="zstd", help="shard compression (a Streaming codec, or 'none')")
+    p.add_argument("--compression", default=config, help="shard compression (a Streaming codec, or 'none'; default zstd)")
     p.add_argument("--on-error", choices=("fail", "skip"), default="fail",
                    help="bad records: stop with one clear line, or skip them into DIR/rejects.jsonl")
-    p.add_argument("--text-field", default="text", help="field holding the text in JSONL/Parquet/datasets records")
-    p.add_argument("--shard-size", type=int, default=1 << 26, metavar="BYTES", help="uncompressed bytes per shard")
-    p.add_argument("--bfd-window", type=int, default=1024, metavar="SAMPLES",
-                   help="bfd: documents are packed in windows of this many samples' worth of tokens")
+    p.add_argument("--text-field", default=config,
+                   help="field holding the text in JSONL/Parquet/datasets records (default 'text')")
+    p.add_argument("--shard-size", type=int, default=config, metavar="BYTES",
+                   help="uncompressed bytes per shard (default 64 MiB)")
+    p.add_argument("--bfd-window", type=int, default=config, metavar="SAMPLES",
+                   help="bfd: documents are packed in windows of this many samples' worth of tokens (default 1024)")
     p.add_argument("--resume", action="store_true", help="continue a partial output (starts fresh if none)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -51,16 +66,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="--ray: re-runs of a range whose worker died before the run fails")
 
 
+def resolve_config(args: argparse.Namespace) -> Any:
+    """The conversion config from --config, the flags and --set (``--print-config``, ``run``)."""
+    from ipt_engine.configuration import load
+    from ipt_engine.data.convert_config import FLAGS, ConvertConfig
+
+    flags = {key: (flag, getattr(args, key)) for key, flag in FLAGS.items() if hasattr(args, key)}
+    return load(ConvertConfig, args.config, args.overrides, flags=flags)
+
+
 def run(args: argparse.Namespace) -> int:
     from ipt_engine.data.convert import ConvertOptions, convert
     from ipt_engine.summary import human, print_summary
 
-    opts = ConvertOptions(
-        inputs=args.inputs, output=args.output, tokenizer=args.tokenizer, max_seq_len=args.max_seq_len,
-        packing=args.packing, workers=args.workers,
-        compression=None if args.compression.lower() in ("", "none") else args.compression,
-        on_error=args.on_error, resume=args.resume, overwrite=args.overwrite, text_field=args.text_field,
-        shard_size=args.shard_size, bfd_window=args.bfd_window, progress=not args.no_progress,
+    opts = ConvertOptions.from_config(
+        resolve_config(args), inputs=args.inputs, output=args.output, workers=args.workers,
+        on_error=args.on_error, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
     )
     if args.ray is not None:
         from ipt_engine.data.convert_ray import RayConvertOptions, convert_on_ray

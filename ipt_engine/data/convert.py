@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ipt_engine.configuration import validate as validate_config
+from ipt_engine.data.convert_config import ConvertConfig
 from ipt_engine.errors import UserError
 from ipt_engine.io.atomic import atomic_write_json
 from ipt_engine.io.discover import expand_inputs
@@ -29,23 +31,27 @@ from ipt_engine.io.rejects import RejectLog
 COLUMNS = {"tokens": "ndarray:int32", "doc_lens": "ndarray:int32"}
 IPT_JSON = "ipt.json"
 FORMAT_VERSION = 1
+_DEFAULTS = ConvertConfig()
 
 
 @dataclass
 class ConvertOptions:
+    """One conversion: the :class:`ConvertConfig` fields, flattened (defaults and rules live there), plus
+    this run's runtime options. :func:`convert` checks the config fields through the model."""
+
     inputs: list[str]
     output: str
-    tokenizer: str = "mistral-v1"
-    max_seq_len: int = 2048
-    packing: Literal["concat", "bfd"] = "concat"
+    tokenizer: str = _DEFAULTS.tokenizer
+    max_seq_len: int = _DEFAULTS.max_seq_len
+    packing: Literal["concat", "bfd"] = _DEFAULTS.packing
     workers: int = 1
-    compression: str | None = "zstd"
+    compression: str | None = _DEFAULTS.compression
     on_error: Literal["fail", "skip"] = "fail"
     resume: bool = False
     overwrite: bool = False
-    text_field: str = "text"
-    shard_size: int = 1 << 26  # uncompressed bytes per shard: 64 MiB (docs/ARCHITECTURE.md, "MDS shards")
-    bfd_window: int = 1024  # bfd: samples' worth of tokens per packing window
+    text_field: str = _DEFAULTS.text_field
+    shard_size: int = _DEFAULTS.shard_size
+    bfd_window: int = _DEFAULTS.bfd_window
     batch_chars: int = 1 << 20  # texts per tokenizer batch, by total characters
     progress: bool = True
     # Convert only these pieces of the inputs instead of ``inputs`` whole (one range of a distributed
@@ -53,6 +59,15 @@ class ConvertOptions:
     segments: list[Any] | None = None
     # Called with the number of shards committed so far after each one (fault-injection tests).
     shard_hook: Callable[[int], None] | None = None
+
+    def config(self) -> ConvertConfig:
+        """The config part, validated (one-line :class:`UserError` naming the key)."""
+        return validate_config(ConvertConfig, {k: getattr(self, k) for k in ConvertConfig.model_fields})
+
+    @classmethod
+    def from_config(cls, config: ConvertConfig, **runtime: Any) -> ConvertOptions:
+        """Options for ``config`` and the runtime ones (``inputs``, ``output``, ``workers``...)."""
+        return cls(**config.model_dump(), **runtime)
 
 
 @dataclass
@@ -69,23 +84,12 @@ class ConvertResult:
 
 
 def validate(opts: ConvertOptions) -> None:
-    if opts.max_seq_len < 2:
-        raise UserError(f"--max-seq-len must be at least 2 (BOS/EOS plus a token), got {opts.max_seq_len}")
-    if opts.packing not in ("concat", "bfd"):
-        raise UserError(f"--packing must be concat or bfd, got {opts.packing!r}")
+    """The config fields through :class:`ConvertConfig`; the runtime options here."""
+    opts.config()
     if opts.on_error not in ("fail", "skip"):
-        raise UserError(f"--on-error must be fail or skip, got {opts.on_error!r}")
+        raise UserError(f"--on-error: must be one of 'fail' or 'skip', got {opts.on_error!r}")
     if opts.workers < 0:
-        raise UserError(f"--workers must be 0 (in-process) or more, got {opts.workers}")
-    if opts.bfd_window < 1:
-        raise UserError(f"--bfd-window must be at least 1, got {opts.bfd_window}")
-    if opts.compression:
-        from streaming.base.compression import is_compression
-
-        if not is_compression(opts.compression):
-            raise UserError(f"--compression {opts.compression!r} is not a Streaming codec (e.g. zstd, zstd:7, gz, none)")
-    if opts.shard_size < 1 << 10 or opts.shard_size >= 1 << 32:
-        raise UserError(f"--shard-size must be between 1 KiB and 4 GiB, got {opts.shard_size}")
+        raise UserError(f"--workers: must be 0 (in-process) or more, got {opts.workers}")
 
 
 @dataclass
