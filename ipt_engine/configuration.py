@@ -169,6 +169,11 @@ def format_error(
     for e in err.errors(include_url=False):
         path = _path(model, e)
         groups.setdefault(_render(path), []).append((path, e))
+    # A union alternative of the wrong kind (``str`` for a mapping) says less than the alternative the
+    # value was meant for, which failed deeper: report that one.
+    for k in [k for k, errs in groups.items() if all(e["type"].endswith("_type") for _, e in errs)]:
+        if any(o.startswith(k + ".") or o.startswith(k + "[") for o in groups) and len(groups) > 1:
+            del groups[k]
     key, first = next(iter(groups.items()))
     message = _message(model, first)
     more = len(groups) - 1

@@ -42,6 +42,7 @@ class Outer(Section):
     name: str
     train: Inner = Field(default_factory=Inner)
     items: dict[str, Inner] = Field(default_factory=dict)
+    named: dict[str, str | Inner] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _rule(self) -> Outer:
@@ -84,6 +85,9 @@ def test_overrides_and_flags_are_blamed_as_such(tmp_path):
     assert _error("name=x", "train.size=0") == "command line: train.size: must be > 0 or 'auto', got 0"
     assert _error("name=x", "train.flag=maybe") == "command line: train.flag: must be true or false, got 'maybe'"
     assert _error("name=x", flags={"train.steps": ("--steps", 0)}) == "--steps: must be >= 1, got 0"
+    assert _error("name=x", "named.a=[1]") == "command line: named.a: must be a string or a mapping, got [1]"
+    # a mapping was meant for the section alternative: its error, not "must be a string"
+    assert _error("name=x", "named.a={lr: 0}") == "command line: named.a.lr: must be > 0, got 0"
     assert "expected KEY=VALUE" in _error("name")
     assert "train.lr is a value, not a section" in _error("train.lr=1", "train.lr.x=1")
     cfg = tmp_path / "c.yaml"
