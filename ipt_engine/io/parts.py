@@ -325,6 +325,9 @@ def run_part_stage(
             result.rows += n_rows
             result.records += consumed
             result.parts_written += 1
+            postfix = getattr(runner, "progress_postfix", None)  # a cluster executor's chains and workers
+            if postfix is not None:
+                bar.set_postfix_str(postfix(), refresh=False)
             bar.update(consumed)
     finally:
         if runner is not None:
