@@ -197,3 +197,50 @@ def test_resume_skips_committed_ranges(tmp_path, ray_run, default_corpus, monkey
     # A ranged output is not a local run's: resuming it without --ray is refused, in one line.
     with pytest.raises(UserError, match="cannot resume, parameters differ"):
         convert(_opts(default_corpus, out, resume=True))
+
+
+def _one_error_line(capsys, argv) -> tuple[int, str]:
+    from ipt_engine.cli import main
+
+    code = main(argv)
+    err = [e for e in capsys.readouterr().err.strip().splitlines() if "ipt convert" in e or "Traceback" in e]
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    return code, err[0]
+
+
+def test_cli_on_the_cluster_and_its_one_line_errors(tmp_path, capsys, ray_run, default_corpus):
+    from ipt_engine.cli import main
+
+    out = tmp_path / "cli"
+    argv = ["convert", str(default_corpus), "-o", str(out), "--packing", "bfd", "--ray", "local",
+            "--range-bytes", str(default_corpus.stat().st_size // 2 + 1), "--workers", "0", "--no-progress"]
+    assert main(argv) == 0
+    assert "ranges     2" in capsys.readouterr().out
+    assert as_pairs(_stock(out)) == as_pairs(ray_run[1])
+    code, line = _one_error_line(capsys, [*argv[:3], str(tmp_path / "o2"), "--ray", "nowhere"])
+    assert code == 2 and "expected auto, local or ray://" in line
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "good one"}, {"text": "good two"}],
+                      raw_lines={2: b'{"text": "ok", \n'})
+    code, line = _one_error_line(capsys, ["convert", str(bad), "-o", str(tmp_path / "o3"), "--ray", "local",
+                                          "--no-progress"])
+    assert code == 2 and f"{bad}:3: malformed JSON" in line  # raised inside a task, one line here
+
+
+def test_resume_adopts_a_partition_committed_after_the_driver_died(tmp_path, ray_run, default_corpus):
+    import shutil
+
+    out = tmp_path / "mds"
+    shutil.copytree(ray_run[0], out)
+    # As if the driver was killed after part-00001's rename, before it recorded the range and merged.
+    m = json.loads((out / "manifest.json").read_text())
+    del m["committed"]["part-00001"]
+    m["complete"] = False
+    (out / "manifest.json").write_text(json.dumps(m))
+    (out / "index.json").unlink()
+    (out / "ipt.json").unlink()
+    (out / ".tmp-part-00001-deadbeef").mkdir()  # and a dead attempt's leftovers
+    _on_ray(default_corpus, out, resume=True)
+    after = json.loads((out / "manifest.json").read_text())
+    assert after["committed"]["part-00001"]["adopted"] is True and after["resumed_ranges"] == 2
+    assert as_pairs(_stock(out)) == as_pairs(ray_run[1])
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
