@@ -5,6 +5,7 @@
 - ``auto``: the cluster ``ray start`` left on this machine (or the one ``RAY_ADDRESS`` names, as under
   ``ray job submit``);
 - ``ray://host:port``: a remote cluster through Ray Client;
+- ``host:port``: the head node's GCS address, from a machine inside the cluster;
 - ``local``: a throwaway cluster on this machine, stopped when the stage ends.
 
 Ray is imported only here and only when ``--ray`` is given, so the rest of the engine neither needs it
@@ -17,12 +18,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
 from ipt_engine.errors import UserError
 
 RAY_PIN = "ray[data]==2.60.0"
+_HOST_PORT = re.compile(r"^[A-Za-z0-9_.-]+:\d+$")
 
 
 def import_ray() -> Any:
@@ -36,9 +39,9 @@ def import_ray() -> Any:
 
 def check_address(address: str) -> str:
     """Validate ``--ray ADDRESS`` before any work starts."""
-    if address in ("auto", "local") or address.startswith("ray://"):
+    if address in ("auto", "local") or address.startswith("ray://") or _HOST_PORT.match(address):
         return address
-    raise UserError(f"--ray {address!r}: expected auto, local or ray://HOST:PORT")
+    raise UserError(f"--ray {address!r}: expected auto, local, ray://HOST:PORT or HOST:PORT")
 
 
 @contextlib.contextmanager

@@ -218,7 +218,7 @@ def test_cli_on_the_cluster_and_its_one_line_errors(tmp_path, capsys, ray_run, d
     assert "ranges     2" in capsys.readouterr().out
     assert as_pairs(_stock(out)) == as_pairs(ray_run[1])
     code, line = _one_error_line(capsys, [*argv[:3], str(tmp_path / "o2"), "--ray", "nowhere"])
-    assert code == 2 and "expected auto, local or ray://" in line
+    assert code == 2 and "expected auto, local, ray://HOST:PORT or HOST:PORT" in line
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "good one"}, {"text": "good two"}],
                       raw_lines={2: b'{"text": "ok", \n'})
     code, line = _one_error_line(capsys, ["convert", str(bad), "-o", str(tmp_path / "o3"), "--ray", "local",

@@ -59,7 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     ray = p.add_argument_group("Ray cluster")
     ray.add_argument("--ray", metavar="ADDRESS", default=None,
-                     help="convert as Ray tasks: auto (running cluster), ray://HOST:PORT, or local")
+                     help="convert as Ray tasks: auto (running cluster), ray://HOST:PORT, HOST:PORT, or local")
     ray.add_argument("--range-bytes", type=int, default=64 << 20, metavar="BYTES",
                      help="--ray: input bytes per task; large files are split, small ones grouped")
     ray.add_argument("--max-range-retries", type=int, default=2, metavar="N",
