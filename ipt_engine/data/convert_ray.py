@@ -201,7 +201,9 @@ def convert_on_ray(opts: ConvertOptions, ray_opts: RayConvertOptions) -> Convert
         return result
     t0 = time.perf_counter()
     if manifest.get("ranges") is None:
-        manifest["ranges"] = [[s.to_json() for s in r] for r in plan_ranges(sources, ray_opts.range_bytes)]
+        # Absolute paths: tasks run in other working directories, on other nodes.
+        plan = plan_ranges([Path(os.path.abspath(p)) for p in sources], ray_opts.range_bytes)
+        manifest["ranges"] = [[s.to_json() for s in r] for r in plan]
         manifest["committed"] = {}
         save_manifest(out, manifest)
     ranges = [[Segment.from_json(d) for d in r] for r in manifest["ranges"]]
