@@ -34,7 +34,15 @@ from ipt_engine.errors import UserError
 # Environment an actor's engine needs to see as the driver does (vLLM's CPU KV cache size, the asset
 # cache with the format model, ...). An actor on another node gets the driver's values.
 FORWARDED_ENV_PREFIXES = ("VLLM_", "IPT_", "HF_", "TOKENIZERS_", "TRANSFORMERS_")
-DEAD_ACTOR_ERRORS = ("ActorDiedError", "ActorUnavailableError", "RayActorError")
+
+
+def _lost_worker_errors() -> tuple[type[BaseException], ...]:
+    """What a part's result raises when its worker, not the part, failed: the actor died or was
+    unreachable (ActorDiedError, ActorUnavailableError), its process was killed for memory, its node
+    died, or its returned rows were lost with the node that held them."""
+    import ray.exceptions as rex
+
+    return (rex.RayActorError, rex.OutOfMemoryError, rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError)
 
 
 class PartActor:
@@ -96,7 +104,10 @@ def connect(address: str, *, num_cpus: int | None = None) -> bool:
         raise UserError("--ray needs Ray: install the synth extra again (`pip install 'ray[data]==2.60.0'`)") from None
     if ray.is_initialized():
         return False
-    kwargs: dict[str, Any] = {"log_to_driver": False}
+    import logging
+
+    # Actors' output (vLLM's start-up log) stays in the cluster's log files; Ray's own INFO lines too.
+    kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
     try:
         if address == "local":
             ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **kwargs)
@@ -319,7 +330,7 @@ class RayPartExecutor:
             return
         try:
             rows, stats = ray.get(ref)
-        except ray.exceptions.RayActorError as e:  # the actor died under this part: not the part's fault
+        except _lost_worker_errors() as e:  # the actor died under this part: not the part's fault
             actor.deaths += 1
             error = f"{type(e).__name__} on actor {actor.slot} (pid {actor.pid}, {actor.node})"
             part.errors.append(error)
