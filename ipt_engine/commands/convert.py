@@ -57,6 +57,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue a partial output (starts fresh if none)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--split", metavar="NAME=FRACTION", default=None,
+                   help="hold out this fraction of the documents by the hash of their text (e.g. holdout=0.01) "
+                        "into a second output, OUT-NAME beside OUT; the same text is always on the same side")
+    p.add_argument("--split-output", metavar="DIR", default=None, help="--split: the held-out output (default OUT-NAME)")
     ray = p.add_argument_group("Ray cluster")
     ray.add_argument("--ray", metavar="ADDRESS", default=None,
                      help="convert as Ray tasks: auto (running cluster), ray://HOST:PORT, HOST:PORT, or local")
@@ -76,13 +80,31 @@ def resolve_config(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ipt_engine.data.convert import ConvertOptions, convert
-    from ipt_engine.summary import human, print_summary
+    from ipt_engine.data.convert import ConvertOptions
 
     opts = ConvertOptions.from_config(
         resolve_config(args), inputs=args.inputs, output=args.output, workers=args.workers,
         on_error=args.on_error, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
     )
+    sides = [opts]
+    if getattr(args, "split", None):
+        import dataclasses
+
+        from ipt_engine.data.split import parse_split
+
+        split = parse_split(args.split)
+        held_out = args.split_output or str(split.sibling(args.output))
+        sides = [dataclasses.replace(opts, select=(split.fraction, False)),
+                 dataclasses.replace(opts, output=held_out, select=(split.fraction, True))]
+    for side in sides:
+        _convert_one(args, side)
+    return 0
+
+
+def _convert_one(args: argparse.Namespace, opts: Any) -> None:
+    from ipt_engine.data.convert import convert
+    from ipt_engine.summary import human, print_summary
+
     if args.ray is not None:
         from ipt_engine.data.convert_ray import RayConvertOptions, convert_on_ray
 
@@ -104,4 +126,3 @@ def run(args: argparse.Namespace) -> int:
         *([("ranges", s["ranges"])] if "ranges" in s else []),
         ("time", f"{res.seconds:.1f}s"),
     ])
-    return 0

@@ -59,6 +59,9 @@ class ConvertOptions:
     segments: list[Any] | None = None
     # Called with the number of shards committed so far after each one (fault-injection tests).
     shard_hook: Callable[[int], None] | None = None
+    # ``(fraction, held_out)``: keep only the documents on one side of a hash split (ipt_engine.data.split);
+    # ``ipt convert --split`` converts each side into its own output.
+    select: tuple[float, bool] | None = None
 
     def config(self) -> ConvertConfig:
         """The config part, validated (one-line :class:`UserError` naming the key)."""
@@ -101,6 +104,7 @@ class _Batch:
 def _iter_batches(sources: list[Path], resume: Any, opts: ConvertOptions, rejects: RejectLog) -> Iterator[_Batch]:
     """Read documents from ``resume`` on, applying the --on-error policy, in batches of ~batch_chars."""
     from ipt_engine.data.packing import ResumePoint
+    from ipt_engine.data.split import is_heldout
 
     texts: list[str] = []
     ats: list[ResumePoint] = []
@@ -124,6 +128,8 @@ def _iter_batches(sources: list[Path], resume: Any, opts: ConvertOptions, reject
                     raise UserError(f"{rec.location}: {error}")
                 rejects.add(rec.source, rec.index, error)
                 continue
+            if opts.select is not None and is_heldout(rec.text, opts.select[0]) != opts.select[1]:
+                continue  # on the other side of the split
             ats.append(ResumePoint(src_i, rec.index - 1, 0, 0, rejects.size))
             texts.append(rec.text)
             chars += len(rec.text)
@@ -283,7 +289,8 @@ def convert(opts: ConvertOptions) -> ConvertResult:
 
 def output_params(opts: ConvertOptions, fingerprint: dict[str, Any], bos: int | None) -> dict[str, Any]:
     """What an output depends on besides its inputs; ``--resume`` refuses a change in any of it."""
-    return {
+    split = {} if opts.select is None else {"split": {"fraction": opts.select[0], "held_out": opts.select[1]}}
+    return {**split,
         "tokenizer": fingerprint,
         "max_seq_len": opts.max_seq_len,
         "packing": opts.packing,
@@ -310,6 +317,7 @@ def write_ipt_json(out: Path, opts: ConvertOptions, fingerprint: dict[str, Any],
         "columns": COLUMNS,
         "inputs": inputs,
         "stats": {k: v for k, v in stats.items() if k != "tokenized_tokens_this_run"},
+        **({} if opts.select is None else {"split": {"fraction": opts.select[0], "held_out": opts.select[1]}}),
         **extra,
     })
 
