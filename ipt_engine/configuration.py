@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import ErrorDetails
 
 from ipt_engine.errors import UserError
 
@@ -165,7 +166,7 @@ def format_error(
 
     Alternatives of a union (``int | 'auto'``) fail together and are reported together.
     """
-    groups: dict[str, list[tuple[list[str | int], dict[str, Any]]]] = {}
+    groups: dict[str, list[tuple[list[str | int], ErrorDetails]]] = {}
     for e in err.errors(include_url=False):
         path = _path(model, e)
         groups.setdefault(_render(path), []).append((path, e))
@@ -203,7 +204,7 @@ def _render(path: list[str | int]) -> str:
     return out
 
 
-def _path(model: type[BaseModel], e: dict[str, Any]) -> list[str | int]:
+def _path(model: type[BaseModel], e: ErrorDetails) -> list[str | int]:
     """The dotted key of an error: pydantic's ``loc`` without the tags it adds for union alternatives."""
     path: list[str | int] = []
     tp: Any = model
@@ -294,7 +295,7 @@ _KIND = {
 }
 
 
-def _requirement(model: type[BaseModel], e: dict[str, Any]) -> str | None:
+def _requirement(model: type[BaseModel], e: ErrorDetails) -> str | None:
     """What the rule asks for (``must be > 0``), or None when the message is complete on its own."""
     kind, ctx = e["type"], e.get("ctx", {})
     bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
@@ -317,7 +318,7 @@ def _requirement(model: type[BaseModel], e: dict[str, Any]) -> str | None:
     return None
 
 
-def _message(model: type[BaseModel], group: list[tuple[list[str | int], dict[str, Any]]]) -> str:
+def _message(model: type[BaseModel], group: list[tuple[list[str | int], ErrorDetails]]) -> str:
     _, e = group[0]
     error = e.get("ctx", {}).get("error")
     if isinstance(error, Invalid):

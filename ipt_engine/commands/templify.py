@@ -57,7 +57,7 @@ def process_part(
         pairs += sum(len(e["QA_list"]) for e in collection)
         s = collection_seed(seed, source_numbers[rec.source], rec.index)
         rows.extend({"text": t} for t in templify_valid(collection, s))
-    stats = {"collections": len(records), "entries": entries, "pairs": pairs, "texts": len(rows)}
+    stats: dict[str, float] = {"collections": len(records), "entries": entries, "pairs": pairs, "texts": len(rows)}
     return rows, stats
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ipt_engine.configuration import validate as validate_config
 from ipt_engine.data.convert_config import ConvertConfig
@@ -121,18 +122,19 @@ def _iter_batches(sources: list[Path], resume: Any, opts: ConvertOptions, reject
             if inner and rec.index == 0:
                 continue
             error = rec.error
-            if error is None and not rec.text.strip():
+            text = rec.text or ""  # None only with an error
+            if error is None and not text.strip():
                 error = "empty text"
             if error is not None:
                 if opts.on_error == "fail":
                     raise UserError(f"{rec.location}: {error}")
                 rejects.add(rec.source, rec.index, error)
                 continue
-            if opts.select is not None and is_heldout(rec.text, opts.select[0]) != opts.select[1]:
+            if opts.select is not None and is_heldout(text, opts.select[0]) != opts.select[1]:
                 continue  # on the other side of the split
             ats.append(ResumePoint(src_i, rec.index - 1, 0, 0, rejects.size))
-            texts.append(rec.text)
-            chars += len(rec.text)
+            texts.append(text)
+            chars += len(text)
             if chars >= opts.batch_chars or len(texts) >= 8192:
                 yield _Batch(texts, ats)
                 texts, ats, chars = [], [], 0
@@ -140,7 +142,8 @@ def _iter_batches(sources: list[Path], resume: Any, opts: ConvertOptions, reject
         yield _Batch(texts, ats)
 
 
-def _tokenized(batches: Iterator[_Batch], tok_json: str, bos: int | None, eos: int, workers: int):
+def _tokenized(batches: Iterator[_Batch], tok_json: str, bos: int | None, eos: int,
+               workers: int) -> Iterator[tuple[_Batch, NDArray[np.int32], NDArray[np.int64]]]:
     """Yield (batch, flat tokens, lengths) in order; ``workers`` processes keep 2 batches each in flight."""
     from ipt_engine.data import tokenize
 
@@ -154,7 +157,7 @@ def _tokenized(batches: Iterator[_Batch], tok_json: str, bos: int | None, eos: i
     # spawn, not fork: the parent's tokenizer may already run Rust threads, which fork would orphan.
     ctx = mp.get_context("spawn")
     with ctx.Pool(workers, initializer=tokenize.init_worker, initargs=(tok_json, bos, eos)) as pool:
-        inflight: collections.deque = collections.deque()
+        inflight: collections.deque[tuple[_Batch, Any]] = collections.deque()
         for b in batches:
             inflight.append((b, pool.apply_async(tokenize.encode_batch, (b.texts,))))
             if len(inflight) >= 2 * workers:
@@ -228,9 +231,9 @@ def convert(opts: ConvertOptions) -> ConvertResult:
         out=out, columns=COLUMNS, compression=opts.compression or None, size_limit=opts.shard_size,
         on_shard=on_shard, resume_shards=shards, resume_stats=ckpt["stats"],
     )
-    totals = [count_records(s) for s in sources]
+    totals = [t for t in (count_records(s) for s in sources) if t is not None]
     bar = tqdm(
-        total=sum(totals) if None not in totals else None, unit="doc", desc="convert",
+        total=sum(totals) if len(totals) == len(sources) else None, unit="doc", desc="convert",
         disable=not opts.progress, dynamic_ncols=True,
     )
     t0 = time.perf_counter()
@@ -336,7 +339,8 @@ def _count_lines(path: Path) -> int:
 def read_ipt_json(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / IPT_JSON
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return data
     except FileNotFoundError:
         raise UserError(f"{path}: missing; {directory} was not written by `ipt convert`") from None
     except json.JSONDecodeError as e:

@@ -27,6 +27,7 @@ import shutil
 import signal
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,7 @@ def _partition_summary(part: Path) -> dict[str, Any] | None:
     return {"stats": m["stats"], "shards": len(shards)}
 
 
-def _kill_hook(k: int, spec: str | None):
+def _kill_hook(k: int, spec: str | None) -> Callable[[int], None] | None:
     """The shard hook that kills this worker mid-range once, as :data:`KILL_ENV` asks."""
     if not spec:
         return None

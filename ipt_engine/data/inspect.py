@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ipt_engine.errors import UserError
 
@@ -24,7 +25,7 @@ class ShardReport:
     pieces: int = 0
     documents: int | None = None
     max_seq_len: int = 0
-    lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    lengths: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     decoded: list[list[str]] = field(default_factory=list)
 
     @property
@@ -44,7 +45,7 @@ def inspect_shards(directory: str | Path, *, decode: int = 0, tokenizer: str | N
     rep = ShardReport(directory, meta, shards=len(index["shards"]), max_seq_len=int(meta["max_seq_len"]))
     bos = meta["tokenizer"].get("bos_id") if meta.get("add_bos") else None
     starts = 0
-    lengths: list[np.ndarray] = []
+    lengths: list[NDArray[np.int64]] = []
     tok = None
     if decode:
         from ipt_engine.data.tokenizer_info import load_tokenizer
@@ -68,7 +69,7 @@ def inspect_shards(directory: str | Path, *, decode: int = 0, tokenizer: str | N
     return rep
 
 
-def histogram(lengths: np.ndarray) -> list[tuple[str, int]]:
+def histogram(lengths: NDArray[np.int64]) -> list[tuple[str, int]]:
     edges = [e for e in _EDGES if e <= max(2, int(lengths.max(initial=1))) * 2]
     counts, _ = np.histogram(lengths, bins=edges)
     rows = [(f"{lo}-{hi - 1}" if hi - lo > 1 else str(lo), int(c)) for lo, hi, c in zip(edges[:-1], edges[1:], counts)]

@@ -35,8 +35,8 @@ _VALUE_DTYPES = {"uint8", "int8", "uint16", "int16", "float16", "uint32", "int32
 # codec family -> (default level, levels, compress(data, level)); extensions equal the family names.
 _CODECS: dict[str, tuple[int | None, range | None, Callable[[bytes, int | None], bytes]]] = {
     "zstd": (3, range(1, 23), lambda data, level: _zstd().compress(data, level)),
-    "gz": (9, range(10), lambda data, level: gzip.compress(data, level)),
-    "bz2": (9, range(1, 10), lambda data, level: bz2.compress(data, level)),
+    "gz": (9, range(10), lambda data, level: gzip.compress(data, 9 if level is None else level)),
+    "bz2": (9, range(1, 10), lambda data, level: bz2.compress(data, 9 if level is None else level)),
     "br": (11, range(12), lambda data, level: _brotli().compress(data, quality=level)),
     "snappy": (None, None, lambda data, level: _snappy().compress(data)),
 }

@@ -34,7 +34,7 @@ class ResumableMDSWriter:
     def __init__(
         self,
         *,
-        out: str | os.PathLike,
+        out: str | os.PathLike[str],
         columns: dict[str, str],
         compression: str | None,
         size_limit: int | None,

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import NDArray
 
 
 @dataclass(frozen=True)
@@ -49,13 +50,13 @@ class ResumePoint:
 class Doc:
     """A tokenized document (BOS/EOS already added) and the resume point of its first token."""
 
-    tokens: np.ndarray
+    tokens: NDArray[np.int32]
     at: ResumePoint
 
 
 @dataclass
 class Sample:
-    tokens: np.ndarray  # int32, length <= N
+    tokens: NDArray[np.int32]  # length <= N
     doc_lens: list[int]  # lengths of the pieces, summing to len(tokens)
     doc_starts: int  # pieces that begin a document (counts documents exactly once each)
     resume: ResumePoint = field(compare=False)
@@ -66,7 +67,7 @@ class ConcatPacker:
 
     def __init__(self, max_len: int, *, first_offset: int = 0) -> None:
         self.max_len = max_len
-        self._pieces: list[np.ndarray] = []
+        self._pieces: list[NDArray[np.int32]] = []
         self._lens: list[int] = []
         self._starts = 0
         self._fill = 0
@@ -114,7 +115,7 @@ class BFDPacker:
             raise ValueError("window_tokens must be at least max_len")
         self.max_len = max_len
         self.window_tokens = window_tokens
-        self._items: list[tuple[np.ndarray, bool]] = []  # (piece, starts a document)
+        self._items: list[tuple[NDArray[np.int32], bool]] = []  # (piece, starts a document)
         self._tokens = 0
         self._window_at: ResumePoint | None = None
 

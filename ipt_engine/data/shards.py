@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ipt_engine.errors import UserError
 
@@ -24,7 +25,8 @@ def load_index(directory: str | Path) -> dict[str, Any]:
             raise UserError(f"{directory}: no index.json; the conversion did not finish (rerun it with --resume)")
         raise UserError(f"{directory}: no index.json; not an MDS directory")
     try:
-        return json.loads(path.read_text())
+        index: dict[str, Any] = json.loads(path.read_text())
+        return index
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: malformed JSON ({e.msg})") from None
 
@@ -52,7 +54,7 @@ def iter_samples(directory: str | Path) -> Iterator[dict[str, Any]]:
         yield from iter_shard_samples(directory, info)
 
 
-def split_documents(sample: dict[str, Any]) -> list[np.ndarray]:
+def split_documents(sample: dict[str, Any]) -> list[NDArray[Any]]:
     """Cut a sample's ``tokens`` into its document pieces by ``doc_lens``."""
     tokens, lens = sample["tokens"], sample["doc_lens"]
     if int(np.sum(lens)) != len(tokens):

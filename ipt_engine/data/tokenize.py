@@ -12,13 +12,14 @@ import os
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 _STATE: dict[str, Any] = {}
 
 
 def backend_json(tokenizer: Any) -> str:
     """The fast tokenizer's Rust backend, serialized for workers."""
-    return tokenizer.backend_tokenizer.to_str()
+    return str(tokenizer.backend_tokenizer.to_str())
 
 
 def init_worker(tokenizer_json: str, bos_id: int | None, eos_id: int) -> None:
@@ -33,7 +34,7 @@ def init_worker(tokenizer_json: str, bos_id: int | None, eos_id: int) -> None:
     _STATE["encode"] = encode or _STATE["tok"].encode_batch
 
 
-def encode_batch(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def encode_batch(texts: list[str]) -> tuple[NDArray[np.int32], NDArray[np.int64]]:
     """Tokenize ``texts`` (no special tokens from the template), add BOS/EOS; return (flat, lengths)."""
     bos, eos = _STATE["bos"], _STATE["eos"]
     encodings = _STATE["encode"](texts, add_special_tokens=False)

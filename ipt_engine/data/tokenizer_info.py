@@ -43,14 +43,16 @@ class BackendTokenizer:
         self.pad_token_id = specials.get("pad")
 
     def get_vocab(self) -> dict[str, int]:
-        return self.backend_tokenizer.get_vocab(with_added_tokens=True)
+        vocab: dict[str, int] = self.backend_tokenizer.get_vocab(with_added_tokens=True)
+        return vocab
 
     def __len__(self) -> int:
-        return self.backend_tokenizer.get_vocab_size(with_added_tokens=True)
+        return int(self.backend_tokenizer.get_vocab_size(with_added_tokens=True))
 
     def encode_ids(self, text: str) -> list[int]:
         """``text``'s ids with the tokenizer's own special tokens (as ``tokenizer(text)`` gives them)."""
-        return self.backend_tokenizer.encode(text, add_special_tokens=True).ids
+        ids: list[int] = self.backend_tokenizer.encode(text, add_special_tokens=True).ids
+        return ids
 
     @classmethod
     def from_hf(cls, tok: Any) -> BackendTokenizer:

@@ -52,7 +52,7 @@ def iter_texts(inputs: Iterable[str | Path], text_field: str = "text") -> Iterat
         for rec in read_records(source, text_field=text_field):
             if rec.error is not None:
                 raise UserError(f"{rec.location}: {rec.error}")
-            yield rec.text
+            yield rec.text or ""  # None only with an error
 
 
 def _write_jsonl(path: Path, rows: Iterable[Any]) -> int:
@@ -160,7 +160,7 @@ def build_eval_data(out_dir: str | Path, *, collections: Iterable[str | Path] = 
     out.mkdir(parents=True, exist_ok=True)
     mc, gen = qa_items(iter_collections(collections), n_choices=n_choices, max_context_chars=max_context_chars)
     counts = {QA_FILE: _write_jsonl(out / QA_FILE, mc), GEN_FILE: _write_jsonl(out / GEN_FILE, gen)}
-    raw = []
+    raw: list[str] = []
     for text in iter_texts(texts):
         if max_texts is not None and len(raw) >= max_texts:
             break

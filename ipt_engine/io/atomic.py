@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 
-def fsync_dir(path: str | os.PathLike) -> None:
+def fsync_dir(path: str | os.PathLike[str]) -> None:
     """Flush a directory entry so a completed rename survives a crash."""
     fd = os.open(str(path), os.O_RDONLY)
     try:
@@ -25,7 +25,7 @@ def fsync_dir(path: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
+def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary sibling of ``path``; on clean exit fsync it and rename it over ``path``.
 
     When the block raises, the temporary file is removed and ``path`` is left untouched.
@@ -48,16 +48,16 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     with atomic_open(path, "wb") as f:
         f.write(data)
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
-def remove_stale_temporaries(directory: str | os.PathLike) -> int:
+def remove_stale_temporaries(directory: str | os.PathLike[str]) -> int:
     """Delete temporary files left by a killed writer; returns how many were removed."""
     n = 0
     d = Path(directory)

@@ -34,7 +34,8 @@ def load_manifest(directory: str | Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return manifest
     except (OSError, json.JSONDecodeError) as e:
         raise UserError(f"{path}: unreadable manifest ({e}); remove the directory or pass --overwrite") from None
 

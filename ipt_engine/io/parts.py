@@ -95,7 +95,8 @@ class PoolExecutor:
         return self.pool.apply_async(_call, ((self.process, index, records),))
 
     def result(self, handle: Any) -> tuple[list[dict[str, Any]], dict[str, float]]:
-        return handle.get()
+        done: tuple[list[dict[str, Any]], dict[str, float]] = handle.get()
+        return done
 
     def close(self) -> None:
         self.pool.terminate()
@@ -197,7 +198,8 @@ def run_part_stage(
     stats: dict[str, float] = dict(manifest.get("stats", {}))
     rejects = RejectLog(out, keep_bytes=int(ckpt["rejects_bytes"]))
     totals = [count_records(s) for s in sources]
-    total = sum(totals) if all(t is not None for t in totals) else None
+    known = [t for t in totals if t is not None]
+    total = sum(known) if len(known) == len(totals) else None
     if limit is not None:
         total = limit if total is None else min(total, limit)
     bar = tqdm(total=total, initial=int(ckpt["records"]), unit=progress_unit, desc=stage, dynamic_ncols=True)
@@ -213,7 +215,7 @@ def run_part_stage(
         good: list[Record] = []
         consumed = 0
         remaining = None if limit is None else limit - int(ckpt["records"])
-        for src_i, rec in iter_positioned(sources, position, text_field=text_field, mode=mode):  # type: ignore[arg-type]
+        for src_i, rec in iter_positioned(sources, position, text_field=text_field, mode=mode):
             if remaining is not None:
                 if remaining <= 0:
                     break
@@ -252,7 +254,7 @@ def run_part_stage(
         At most ``runner.capacity`` parts are read ahead, so memory stays bounded by the part size
         whatever the input size (``Pool.imap`` would read it all)."""
         nonlocal runner
-        inflight: collections.deque = collections.deque()
+        inflight: collections.deque[Any] = collections.deque()
 
         def collect() -> tuple[Meta, Any]:
             meta, kind, handle = inflight.popleft()

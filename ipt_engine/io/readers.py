@@ -21,7 +21,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from ipt_engine.io.discover import is_hf_dataset_dir
 
@@ -47,14 +47,14 @@ class Record:
 def _open_binary(path: Path) -> io.BufferedIOBase:
     name = path.name
     if name.endswith(".gz"):
-        return gzip.open(path, "rb")  # type: ignore[return-value]
+        return cast(io.BufferedIOBase, gzip.open(path, "rb"))
     if name.endswith(".zst"):
         import zstandard
 
         raw = open(path, "rb")  # noqa: SIM115 - owned by the returned reader
         reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
-        return io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
-    return open(path, "rb", buffering=1 << 20)  # noqa: SIM115
+        return io.BufferedReader(cast(io.RawIOBase, reader), buffer_size=1 << 20)
+    return cast(io.BufferedIOBase, open(path, "rb", buffering=1 << 20))  # noqa: SIM115
 
 
 def _text_from(value: Any, text_field: str) -> tuple[str | None, str | None]:
@@ -186,7 +186,8 @@ def _read_parquet(path: Path, text_field: str, mode: Mode, start: int) -> Iterat
             return
         columns = [text_field]
     # Skip whole row groups before ``start`` without decoding them.
-    groups, row = [], 0
+    groups: list[int] = []
+    row = 0
     for g in range(pf.metadata.num_row_groups):
         n = pf.metadata.row_group(g).num_rows
         if groups or row + n > start:
@@ -265,7 +266,7 @@ def count_records(path: str | Path) -> int | None:
         if name.endswith(".parquet"):
             import pyarrow.parquet as pq
 
-            return pq.ParquetFile(path).metadata.num_rows
+            return int(pq.ParquetFile(path).metadata.num_rows)
         if name.endswith(".txt"):
             return 1
         if name.endswith(".jsonl"):

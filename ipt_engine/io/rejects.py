@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 REJECTS = "rejects.jsonl"
 
@@ -19,7 +19,7 @@ class RejectLog:
     def __init__(self, directory: str | Path, *, keep_bytes: int = 0) -> None:
         self.path = Path(directory) / REJECTS
         self.count = 0
-        self._f = None
+        self._f: IO[bytes] | None = None
         if self.path.exists():
             with open(self.path, "r+b") as f:
                 f.truncate(keep_bytes)

@@ -233,7 +233,7 @@ def length_batches(examples: list[tuple[list[int], list[int]]], batch_size: int)
 # --------------------------------------------------------------------------------------------------
 
 
-def format_model_dir(cache_dir: str | os.PathLike | None = None, recipe: Recipe | None = None,
+def format_model_dir(cache_dir: str | os.PathLike[str] | None = None, recipe: Recipe | None = None,
                      *, progress: bool | None = None) -> Path:
     """Return the directory of the format-writing tiny model, building it first if it is not cached.
 

@@ -31,7 +31,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+
+from ipt_engine.synth.engines import Completion, RoundEngine, StepEngine
+from ipt_engine.synth.planner import Chain, Request
 
 MAX_STEP_ERRORS = 3
 _FAILED_REASONS = {"abort", "error"}
@@ -62,7 +64,7 @@ class DriveStats:
         self.prompt_tokens += other.prompt_tokens
         self.cached_tokens += other.cached_tokens
 
-    def served(self, completion: Any) -> None:
+    def served(self, completion: Completion) -> None:
         """Count one served request's generated, prompt and cached tokens."""
         self.requests += 1
         self.generated_tokens += completion.tokens
@@ -80,12 +82,12 @@ class DriveStats:
 Progress = Callable[[int, int], None]
 
 
-def _ids(request: Any, engine: Any) -> list[int]:
+def _ids(request: Request, engine: RoundEngine) -> list[int]:
     """The request's token ids: the planner's (counted with the engine's tokenizer) or encoded now."""
     return list(request.prompt_token_ids) if request.prompt_token_ids is not None else engine.encode(request.prompt)
 
 
-def run_pipelined(chains: Sequence[Any], engine: Any, *, max_inflight: int | None = None,
+def run_pipelined(chains: Sequence[Chain], engine: StepEngine, *, max_inflight: int | None = None,
                   progress: Progress | None = None) -> DriveStats:
     """Run ``chains`` to completion on an engine with ``submit`` / ``poll`` (see module docstring).
 
@@ -93,11 +95,11 @@ def run_pipelined(chains: Sequence[Any], engine: Any, *, max_inflight: int | Non
     """
     stats = DriveStats()
     t0 = time.perf_counter()
-    inflight: dict[str, Any] = {}
-    window = max_inflight if max_inflight is not None else getattr(engine, "max_concurrency", None)
+    inflight: dict[str, Chain] = {}
+    window = max_inflight if max_inflight is not None else engine.max_concurrency
     waiting = deque(chains)  # chains not started yet, in order
 
-    def launch(chain: Any) -> bool:
+    def launch(chain: Chain) -> bool:
         """Send the chain's next request; False when the chain is done. A refused request fails alone."""
         while True:
             request = chain.next_request()
@@ -136,9 +138,10 @@ def run_pipelined(chains: Sequence[Any], engine: Any, *, max_inflight: int | Non
             fill()
             continue
         for request_id, completion in finished:
-            chain = inflight.pop(request_id, None)
-            if chain is None:
+            done = inflight.pop(request_id, None)
+            if done is None:
                 continue  # a request aborted after a failed step, finishing late
+            chain = done
             if completion.finish_reason in _FAILED_REASONS:
                 stats.failed_requests += 1
                 chain.failed()
@@ -154,7 +157,7 @@ def run_pipelined(chains: Sequence[Any], engine: Any, *, max_inflight: int | Non
 
 
 def run_rounds(
-    chains: Sequence[Any], engine: Any, *, batch_size: int | None = None, progress: Progress | None = None
+    chains: Sequence[Chain], engine: RoundEngine, *, batch_size: int | None = None, progress: Progress | None = None
 ) -> DriveStats:
     """Run ``chains`` round by round, one ``complete`` call per batch of the round's requests."""
     stats = DriveStats()
@@ -187,12 +190,12 @@ def run_rounds(
     return stats
 
 
-def run_chains(chains: Sequence[Any], engine: Any, *, scheduler: str = "auto", batch_size: int | None = None,
-               progress: Progress | None = None) -> DriveStats:
+def run_chains(chains: Sequence[Chain], engine: RoundEngine, *, scheduler: str = "auto",
+               batch_size: int | None = None, progress: Progress | None = None) -> DriveStats:
     """Pick the schedule: pipelined where the engine supports it (``auto``), else round by round."""
     pipelined = scheduler == "pipelined" or (scheduler == "auto" and engine.supports_pipelining)
     if pipelined:
-        if not engine.supports_pipelining:
+        if not (engine.supports_pipelining and isinstance(engine, StepEngine)):
             from ipt_engine.errors import UserError
 
             raise UserError(f"scheduler 'pipelined' needs --engine vllm or openai, not {engine.name}")

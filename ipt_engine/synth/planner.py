@@ -315,7 +315,7 @@ class Chain:
             history = self._history()
             prompt = render_prompt(history, segment.text) if history else None
             length, ids = self.measure.measure(prompt) if prompt is not None else (math.inf, None)
-            if length > self.budget:  # carried whole or not at all, as in the released pipeline
+            if prompt is None or length > self.budget:  # carried whole or not at all, as in the released pipeline
                 history = []
                 prompt = render_context(segment.text)
                 length, ids = self.measure.measure(prompt)
@@ -400,7 +400,7 @@ def plan_chains(
         )
     chains = []
     for c, items in enumerate(chain_layout(len(texts), rounds)):
-        segments = []
+        segments: list[Segment] = []
         for item in items:
             text = texts[item]
             if not isinstance(text, str):

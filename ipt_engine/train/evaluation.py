@@ -14,14 +14,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from ipt_engine.train.config import EvalConfig, LoaderConfig
+from ipt_engine.train.config import EvalConfig, LoaderConfig, StreamConfig
 
 METRICS = ["LanguageCrossEntropy", "LanguagePerplexity"]
 
 
 def stream_loader_config(cfg: EvalConfig, name: str) -> LoaderConfig:
     """The loader settings of one evaluation stream: read whole and in order."""
-    return LoaderConfig(streams={name: cfg.streams[name]}, max_seq_len=cfg.max_seq_len, shuffle=False,
+    stream = cfg.streams[name]
+    assert isinstance(stream, StreamConfig)  # EvalConfig's validator turned every path into a StreamConfig
+    return LoaderConfig(streams={name: stream}, max_seq_len=cfg.max_seq_len, shuffle=False,
                         num_workers=cfg.num_workers, persistent_workers=False, pin_memory=False, drop_last=False)
 
 

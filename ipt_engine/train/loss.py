@@ -130,9 +130,11 @@ def _chunked_forward(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.T
                 continue
             probs.scatter_add_(1, target, minus_one[:rows])  # softmax - onehot: dL/dlogits times n
             if need_h:
+                assert grad_h is not None
                 g = probs if low is None else low[:rows].copy_(probs)
                 torch.mm(g, w, out=grad_h[start:start + rows])
             if need_w:
+                assert grad_wt is not None
                 grad_wt.addmm_(hc.t().float(), probs)
     return total, grad_h, grad_wt, keep, n
 

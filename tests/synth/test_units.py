@@ -50,6 +50,7 @@ class StepEngine(BatchEngine):
     """submit/poll double: finishes one request per step; the steps in ``fail_steps`` raise."""
 
     supports_pipelining = True
+    max_concurrency = None
 
     def __init__(self, fail_steps=(), refuse_longer_than=None):
         super().__init__()

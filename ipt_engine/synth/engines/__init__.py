@@ -7,9 +7,11 @@ already starts with ``<s>`` gets a second BOS from vLLM's or the server's tokeni
 once by the planner are exactly what the model receives, so no request is rejected or truncated for
 length and nothing is tokenized twice.
 
-``generate(prompts: list[str]) -> list[str]`` (the protocol of
-:func:`ipt_engine.synth.synthesize.synthesize`) is provided on top of :meth:`Engine.complete`, so any
-engine here can drive the round-by-round procedure as well.
+What each driver needs is a :class:`typing.Protocol`: :class:`RoundEngine` (``complete`` on a batch,
+for :func:`ipt_engine.synth.pipelined.run_rounds`) and :class:`StepEngine` (``submit`` / ``poll`` /
+``abort`` and ``max_concurrency``, for :func:`~ipt_engine.synth.pipelined.run_pipelined`). The engines
+here subclass :class:`Engine`, which provides ``encode``, ``generate`` and ``close`` on top of
+``complete``; test doubles and benchmark wrappers only need the protocol's members.
 
 Heavy libraries (vllm, torch, transformers) are imported by the engine modules, never here.
 """
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from ipt_engine.errors import UserError
 from ipt_engine.synth.config import SynthConfig
@@ -39,12 +41,56 @@ class Completion:
     """How many leading prompt tokens the engine served from its prefix cache, where it says (vLLM)."""
 
 
-class Engine:
-    """Base class: ``complete`` on token ids is the one method an engine must provide."""
+@runtime_checkable
+class RoundEngine(Protocol):
+    """What the round-by-round driver needs: batched generation on token ids."""
 
-    name = "engine"
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def supports_pipelining(self) -> bool: ...
+
+    def encode(self, prompt: str) -> list[int]:
+        """The prompt's token ids, with exactly one BOS (for requests the planner did not tokenize)."""
+        ...
+
+    def complete(self, prompts: Sequence[Sequence[int]], max_tokens: Sequence[int]) -> list[Completion]:
+        """Generate for each prompt at most ``max_tokens[i]`` tokens; one completion per prompt, in order."""
+        ...
+
+
+@runtime_checkable
+class StepEngine(RoundEngine, Protocol):
+    """What the pipelined driver needs on top: requests in one at a time, finished ones out per step."""
+
+    @property
+    def max_concurrency(self) -> int | None:
+        """Requests the engine runs at once (the driver admits no more); None: no bound."""
+        ...
+
+    def submit(self, prompt: Sequence[int], max_tokens: int) -> str:
+        """Queue one request; its id comes back from :meth:`poll` when it finishes."""
+        ...
+
+    def poll(self) -> list[tuple[str, Completion]]:
+        """Advance the engine one step; the requests that finished in it."""
+        ...
+
+    def abort(self, request_ids: list[str]) -> None:
+        """Drop these requests (after a failed step); a late finish of one is ignored."""
+        ...
+
+
+class Engine:
+    """Base class of the engines: ``complete`` on token ids is the one method a subclass must provide.
+
+    ``supports_pipelining`` engines also implement the rest of :class:`StepEngine`.
+    """
+
+    name: str = "engine"
     tokenizer: Any = None
-    supports_pipelining = False
+    supports_pipelining: bool = False
 
     def complete(self, prompts: Sequence[Sequence[int]], max_tokens: Sequence[int]) -> list[Completion]:
         """Generate for each prompt (token ids, one BOS) at most ``max_tokens[i]`` tokens."""

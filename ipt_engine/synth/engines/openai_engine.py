@@ -78,7 +78,7 @@ class OpenAIEngine(Engine):
         limits = httpx.Limits(max_connections=o.concurrency, max_keepalive_connections=o.concurrency)
         self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(o.timeout_s), limits=limits)
         self._pool = cf.ThreadPoolExecutor(max_workers=o.concurrency, thread_name_prefix="ipt-openai")
-        self._futures: dict[cf.Future, str] = {}
+        self._futures: dict[cf.Future[Completion], str] = {}
         self._ids = itertools.count()
 
     # -- one request -------------------------------------------------------------------------------
@@ -111,7 +111,8 @@ class OpenAIEngine(Engine):
             wait=tenacity.wait_exponential(multiplier=0.05, exp_base=2, max=2.0),
             retry=tenacity.retry_if_exception_type(_Transient),
             before_sleep=lambda state: log.debug("openai: attempt %d failed (%s); retrying",
-                                                 state.attempt_number, state.outcome.exception()),
+                                                 state.attempt_number,
+                                                 state.outcome.exception() if state.outcome else None),
             reraise=True,
         )
         try:
@@ -181,7 +182,7 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _settle(future: cf.Future) -> Completion:
+def _settle(future: cf.Future[Completion]) -> Completion:
     """The future's completion; a request the servers failed becomes an empty 'error' completion."""
     try:
         return future.result()

@@ -150,7 +150,7 @@ class VLLMEngine(Engine):
         return int(self._engine.vllm_config.scheduler_config.max_num_seqs)
 
     def has_unfinished(self) -> bool:
-        return self._engine.has_unfinished_requests()
+        return bool(self._engine.has_unfinished_requests())
 
     def abort(self, request_ids: list[str]) -> None:
         if request_ids:
