@@ -160,7 +160,7 @@ def build_eval_data(out_dir: str | Path, *, collections: Iterable[str | Path] = 
     out.mkdir(parents=True, exist_ok=True)
     mc, gen = qa_items(iter_collections(collections), n_choices=n_choices, max_context_chars=max_context_chars)
     counts = {QA_FILE: _write_jsonl(out / QA_FILE, mc), GEN_FILE: _write_jsonl(out / GEN_FILE, gen)}
-    raw: list[str] = []
+    raw: list[dict[str, str]] = []
     for text in iter_texts(texts):
         if max_texts is not None and len(raw) >= max_texts:
             break

@@ -186,7 +186,7 @@ class RayPartExecutor:
         self._n: int | None = None
         self._gpus = 0.0
         self._queue: collections.deque[_Part] = collections.deque()
-        self._running: dict[Any, tuple[ActorState, _Part]] = {}
+        self._running: dict[Any, tuple[ActorState, _Part | None]] = {}  # None: a restarting actor's ready()
         self.retries: list[dict[str, Any]] = []
         self.t0: float | None = None
         self.seconds = 0.0
@@ -272,7 +272,8 @@ class RayPartExecutor:
         part.records = []
         if isinstance(part.outcome, PartFailed):
             raise part.outcome
-        return part.outcome
+        result: tuple[list[Any], dict[str, float]] = part.outcome
+        return result
 
     def close(self) -> None:
         if self.t0 is not None:
