@@ -344,7 +344,6 @@ def _test_kill_hook() -> Any:
 
     def hook(actor: Any, index: int, attempt: int) -> None:
         if index == int(part) and attempt == 1 and actor.pid:
-            # RECONSTRUCTED (lines after this point were lost in the working tree; please re-check)
             timer = threading.Timer(float(delay), os.kill, (actor.pid, signal.SIGKILL))
             timer.daemon = True
             timer.start()
@@ -381,5 +380,4 @@ def print_report(stats: dict[str, float], records: int, seconds: float, output: 
                  extra: list[tuple[str, object]] | None = None) -> None:
     from ipt_engine.summary import print_summary
 
-    # RECONSTRUCTED: the `extra` rows (Ray executor summary) were lost in the working tree; please re-check
     print_summary("synthesize", [*summary_rows(stats, records, seconds), *(extra or []), ("output", str(output))])
