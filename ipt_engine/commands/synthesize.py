@@ -27,7 +27,10 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the engines import pydantic and, when built, vLLM: not at CLI start-up
+    from ipt_engine.synth.engines import Engine
 
 DEFAULT_PART_SIZE = 1000
 CONFIG_MODEL = "ipt_engine.synth.config:SynthConfig"
@@ -72,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # One part (runs in the main process, or in a worker process with its own engine)
 # --------------------------------------------------------------------------------------------------
 
-_ENGINE: dict[str, Any] = {}
+_ENGINE: dict[str, Engine] = {}
 
 
 def _worker_setup(gpus: list[str] | None) -> None:
@@ -90,7 +93,7 @@ def _worker_setup(gpus: list[str] | None) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpus[worker % len(gpus)]
 
 
-def get_engine(kind: str, model: str, config_dict: dict[str, Any], gpus: list[str] | None = None) -> Any:
+def get_engine(kind: str, model: str, config_dict: dict[str, Any], gpus: list[str] | None = None) -> Engine:
     """The process's engine, created on first use (a resumed run that has nothing left starts none)."""
     key = repr((kind, model, config_dict))
     if key not in _ENGINE:

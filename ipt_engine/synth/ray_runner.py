@@ -75,8 +75,11 @@ class PartActor:
     def reset_prefix_cache(self) -> None:
         """Forget cached prompts (benchmarks: no timed run inherits another's prefixes)."""
         from ipt_engine.commands.synthesize import get_engine
+        from ipt_engine.synth.engines.vllm_engine import VLLMEngine
 
-        get_engine(*self.engine_args).llm.reset_prefix_cache()
+        engine = get_engine(*self.engine_args)
+        if isinstance(engine, VLLMEngine):  # the only engine with a prefix cache of its own
+            engine.llm.reset_prefix_cache()
 
     def process(self, rounds: int, index: int, records: list[Any]) -> tuple[list[Any], dict[str, float]]:
         from ipt_engine.commands.synthesize import process_part
