@@ -204,11 +204,12 @@ def _render(path: list[str | int]) -> str:
     return out
 
 
-def _path(model: type[BaseModel], e: ErrorDetails) -> list[str | int]:
-    """The dotted key of an error: pydantic's ``loc`` without the tags it adds for union alternatives."""
+def _walk(model: type[BaseModel], loc: tuple[str | int, ...]) -> tuple[list[str | int], Any]:
+    """Follow pydantic's ``loc`` through the schema: the dotted key without the tags pydantic adds for
+    union alternatives, and the annotation found there."""
     path: list[str | int] = []
     tp: Any = model
-    for part in e["loc"]:
+    for part in loc:
         tp = _unwrap(tp)
         members = _union_members(tp)
         if len(members) > 1:  # ``part`` names the alternative that failed, not a key
@@ -216,6 +217,12 @@ def _path(model: type[BaseModel], e: ErrorDetails) -> list[str | int]:
             continue
         path.append(part)
         tp = _child(tp, part)
+    return path, _unwrap(tp)
+
+
+def _path(model: type[BaseModel], e: ErrorDetails) -> list[str | int]:
+    """The dotted key of an error, extended by what an :class:`Invalid` names below its section."""
+    path, _ = _walk(model, tuple(e["loc"]))
     error = e.get("ctx", {}).get("error")
     if isinstance(error, Invalid):
         path.extend(error.at)
@@ -259,18 +266,6 @@ def _child(tp: Any, part: Any) -> Any:
     if origin in (list, tuple) and args:
         return args[0]
     return Any
-
-
-def _section_at(model: type[BaseModel], loc: tuple[Any, ...]) -> Any:
-    tp: Any = model
-    for part in loc:
-        tp = _unwrap(tp)
-        members = _union_members(tp)
-        if len(members) > 1:
-            tp = next((m for m in members if _tag_matches(m, part)), Any)
-            continue
-        tp = _child(tp, part)
-    return _unwrap(tp)
 
 
 def show(value: Any) -> str:
@@ -326,7 +321,7 @@ def _message(model: type[BaseModel], group: list[tuple[list[str | int], ErrorDet
     if e["type"] == "missing":
         return "missing required key"
     if e["type"] == "extra_forbidden":
-        parent = _section_at(model, tuple(e["loc"][:-1]))
+        _, parent = _walk(model, tuple(e["loc"][:-1]))
         known = sorted(parent.model_fields) if isinstance(parent, type) and issubclass(parent, BaseModel) else []
         return "unknown key" + (f" (known keys here: {', '.join(known)})" if known else "")
     needs = [r for r in (_requirement(model, x) for _, x in group) if r is not None]
