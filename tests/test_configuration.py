@@ -206,3 +206,18 @@ def test_convert_help_states_the_config_defaults(capsys):
                    f"default {d.compression}", f"(default '{d.text_field}')", f"(default {d.shard_size >> 20} MiB)",
                    f"(default {d.bfd_window})"):
         assert needle in flat, needle
+
+
+@settings(max_examples=25, deadline=None)
+@given(lr=st.floats(min_value=1e-7, max_value=1.0), batch=st.integers(min_value=1, max_value=4096),
+       steps=st.integers(min_value=1, max_value=10**7), attn=st.sampled_from(["packed", "flex", "sdpa"]),
+       proportion=st.floats(min_value=0.01, max_value=1.0))
+def test_train_print_config_loads_back_to_the_same_config(lr, batch, steps, attn, proportion):
+    from ipt_engine.train.config import TrainConfig, load_config
+
+    cfg = load_config(TINY, [f"optimizer.lr={lr!r}", f"global_train_batch_size={batch}", f"max_duration={steps}ba",
+                             f"model.attn_implementation={attn}", f"train_loader.streams.raw.proportion={proportion!r}"])
+    again = TrainConfig.model_validate(yaml.safe_load(dump_yaml(cfg)))
+    assert again == cfg
+    assert (again.optimizer.lr, again.global_train_batch_size, again.max_duration) == (lr, batch, f"{steps}ba")
+    assert again.model.attn_implementation == attn and again.train_loader.streams["raw"].proportion == proportion
