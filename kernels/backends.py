@@ -6,6 +6,9 @@ either a :class:`~ipt_engine.kernels.metadata.PackedMetadata` or a ``cu_seqlens`
 * ``"packed"`` - our Triton kernels (:func:`ipt_engine.kernels.packed_attention`);
 * ``"flex"`` - FlexAttention with a document BlockMask (compiled on CUDA, eager on CPU);
 * ``"sdpa_dense"`` - SDPA with a dense ``[total, total]`` mask;
+* ``"sdpa_segments"`` - SDPA (causal) on each document in turn, in the input dtype: what ``packed``
+  means on a CPU, where the Triton kernels do not run; no mask is materialized and no cross-document
+  pair is computed;
 * ``"reference"`` - the per-document float64 loop (slow; ground truth).
 """
 
@@ -18,8 +21,33 @@ import torch
 from .metadata import PackedMetadata
 from .reference import flex_attention_backend, reference_attention, sdpa_dense_attention
 
-Backend = Literal["packed", "flex", "sdpa_dense", "reference"]
-BACKENDS: tuple[str, ...] = ("packed", "flex", "sdpa_dense", "reference")
+Backend = Literal["packed", "flex", "sdpa_dense", "sdpa_segments", "reference"]
+BACKENDS: tuple[str, ...] = ("packed", "flex", "sdpa_dense", "sdpa_segments", "reference")
+
+
+def sdpa_segments_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
+                            softmax_scale: float | None = None, causal: bool = True) -> torch.Tensor:
+    """Causal SDPA per segment of ``cu_seqlens``; ``(total, Hq, D)`` in ``q.dtype``, differentiable.
+
+    One host read of the boundaries per call; each segment is a ``(1, H, L, D)`` view, so the cost is
+    the sum of the documents' own attention, as in the varlen kernels.
+    """
+    import torch.nn.functional as F
+
+    groups = q.shape[1] // k.shape[1]
+    bounds = cu_seqlens.tolist()
+    outs = []
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        if end == start:
+            continue
+        qd, kd, vd = (x[start:end].transpose(0, 1).unsqueeze(0) for x in (q, k, v))
+        if groups > 1:  # repeated here: SDPA's enable_gqa falls back to the math kernel on CPU (2.5x slower)
+            kd, vd = kd.repeat_interleave(groups, dim=1), vd.repeat_interleave(groups, dim=1)
+        out = F.scaled_dot_product_attention(qd, kd, vd, is_causal=causal, scale=softmax_scale)
+        outs.append(out[0].transpose(0, 1))
+    if not outs:
+        return q.new_empty(q.shape)
+    return torch.cat(outs, dim=0)
 
 
 def attention(
@@ -54,6 +82,8 @@ def attention(
         return flex_attention_backend(q, k, v, cu_seqlens, softmax_scale, causal, block_mask=block_mask)
     if backend == "sdpa_dense":
         return sdpa_dense_attention(q, k, v, cu_seqlens, softmax_scale, causal)
+    if backend == "sdpa_segments":
+        return sdpa_segments_attention(q, k, v, cu_seqlens, softmax_scale, causal)
     if backend == "reference":
         return reference_attention(q, k, v, cu_seqlens, softmax_scale, causal)
     raise ValueError(f"unknown attention backend {backend!r}; choose one of {', '.join(BACKENDS)}")

@@ -49,7 +49,7 @@ def test_reference_matches_row_by_row_definition(causal):
                                naive(q, k, v, cu, causal))
 
 
-@pytest.mark.parametrize("backend", ["sdpa_dense", "flex", "reference"])
+@pytest.mark.parametrize("backend", ["sdpa_dense", "sdpa_segments", "flex", "reference"])
 @pytest.mark.parametrize("hq,hkv", [(2, 2), (4, 2), (4, 1)])
 def test_backends_agree_with_reference_forward_and_backward(backend, hq, hkv):
     q, k, v, cu = inputs(hq, hkv)
@@ -88,4 +88,4 @@ def test_unknown_backend_raises_value_error():
     q, k, v, cu = inputs()
     with pytest.raises(ValueError, match="unknown attention backend"):
         attention(q, k, v, cu, backend="nope")
-    assert set(BACKENDS) == {"packed", "flex", "sdpa_dense", "reference"}
+    assert set(BACKENDS) == {"packed", "flex", "sdpa_dense", "sdpa_segments", "reference"}

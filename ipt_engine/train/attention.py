@@ -55,8 +55,8 @@ def kernel_backend(impl: str, device_type: str) -> str:
     """The ``ipt_engine.kernels.backends`` name behind a config's ``attn_implementation`` on a device."""
     if impl == "packed":
         # The Triton kernel runs on CPU only under the interpreter (seconds per tile), so CPU runs use
-        # the PyTorch reference of the same math.
-        return "packed" if device_type == "cuda" else "reference"
+        # the same math as SDPA per document (no mask, no cross-document pairs).
+        return "packed" if device_type == "cuda" else "sdpa_segments"
     return {"flex": "flex", "sdpa": "sdpa_dense"}[impl]
 
 
