@@ -128,7 +128,7 @@ def test_ci_runs_the_readme_test_command():
 
 def test_pipeline_raw_stage_runs_and_resumes(tmp_path, capsys):
     argv = ["pipeline", "--workdir", str(tmp_path), "--limit", "25", "--max-seq-len", "512", "--workers", "0",
-            "--skip-synth"]
+            "--skip-synth", "--holdout", "0"]  # every document in the raw shards (the split: test_convert_split)
     assert main(argv) == 0
     first = capsys.readouterr().out
     assert "fill rate" in first and (tmp_path / "shards" / "raw" / "index.json").is_file()

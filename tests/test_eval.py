@@ -135,3 +135,27 @@ def test_paired_stderr_needs_the_same_documents():
     assert paired_stderr([[0, 1.0]], [[0, 0.0]]) is None
     se = paired_stderr([[0, 0.0], [1, 0.0], [2, 1.0]], [[0, 1.0], [1, 0.0], [2, 1.0]])
     assert se == pytest.approx(math.sqrt(((2 / 3) ** 2 + 2 * (1 / 3) ** 2) / 2 / 3))
+
+
+def test_comparison_plot_and_heldout_table(tmp_path):
+    pytest.importorskip("matplotlib")
+    from ipt_engine.eval.experiment import heldout_table, plot_loss_curves, read_metrics
+
+    def write(path, train, held):
+        lines = [{"step": s, "loss/train/total": v} for s, v in enumerate(train)]
+        lines += [{"step": s, f"metrics/{k}/LanguageCrossEntropy": v} for s, d in held.items() for k, v in d.items()]
+        path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+        return path
+
+    a = write(tmp_path / "a.jsonl", [10.4, 10.1, 9.8], {2: {"raw_holdout": 10.0, "aug_holdout": 10.2},
+                                                         3: {"raw_holdout": 9.5, "aug_holdout": 9.9}})
+    b = write(tmp_path / "b.jsonl", [10.4, 10.0, 9.6], {3: {"raw_holdout": 9.75, "aug_holdout": 9.4}})
+    assert read_metrics(a)["metrics/raw_holdout/LanguageCrossEntropy"] == {2: 10.0, 3: 9.5}
+    assert heldout_table({"raw": a, "ipt": b}).splitlines() == [
+        "| held-out stream | raw | ipt | ipt − raw |",
+        "|---|---:|---:|---:|",
+        "| aug_holdout (loss) | 9.9000 | 9.4000 | -0.5000 |",
+        "| raw_holdout (loss) | 9.5000 | 9.7500 | +0.2500 |",
+    ]
+    png = plot_loss_curves({"raw": a, "ipt": b}, tmp_path / "curves.png", title="t")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

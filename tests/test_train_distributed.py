@@ -56,6 +56,7 @@ def _config(tmp: Path, shards: Path, run: Path) -> Path:
 
     cfg = yaml.safe_load((REPO / "examples" / "tiny-cpu.yaml").read_text())
     cfg["train_loader"]["streams"] = {"raw": {"local": str(shards)}}
+    cfg.pop("eval", None)  # the example's held-out streams are the demo's; these runs have none
     cfg.update(max_duration=f"{SAMPLES // GLOBAL_BATCH}ba", global_train_batch_size=GLOBAL_BATCH, device_train_microbatch_size=2,
                save_folder=str(run / "ckpt"), save_interval="2ba", run_name=run.name,
                loggers={"console_log_interval": "1ba", "jsonl": {"path": str(run / "metrics.jsonl")}},

@@ -56,8 +56,9 @@ def trained(tmp_path_factory):
                 f"max_duration={STEPS}ba", "global_train_batch_size=4", "device_train_microbatch_size=2",
                 "autoresume=false", "save_interval=1ba", f"save_folder={root / 'ckpt'}",
                 f"loggers.jsonl.path={root / 'metrics.jsonl'}", f"export.hf_folder={root / 'hf'}",
-                f"eval.streams.raw_holdout={root / 'raw-holdout'}",
-                f"eval.streams.aug_holdout.local={root / 'aug-holdout'}",
+                # replaces the example's streams: one given as a path, one as {local: ...}
+                "eval.streams=" + json.dumps({"raw_holdout": str(root / "raw-holdout"),
+                                              "aug_holdout": {"local": str(root / "aug-holdout")}}),
                 "scheduler.t_warmup=0ba", "eval.interval=1ba", "eval.device_batch_size=3"], root)
     return root, log
 
@@ -126,7 +127,10 @@ def test_eval_config_is_checked():
     with pytest.raises(UserError, match=r"eval\.interval"):
         load_config(cfg, ["eval.streams.raw=/x", "eval.interval=often"])
     with pytest.raises(UserError, match=r"eval\.streams"):
-        load_config(cfg, ["eval.interval=10ba"])
+        load_config(cfg, ["eval.streams={}"])
+    assert load_config(cfg, ["eval=null"]).eval is None
+    example = load_config(cfg)  # the example evaluates the demo's two held-out streams
+    assert sorted(example.eval.streams) == ["augmented_holdout", "raw_holdout"]
 
 
 # ---------------------------------------------------------------- ipt eval on the exported model

@@ -60,6 +60,7 @@ def _overrides(shards: Path, run: Path, name: str) -> list[str]:
         f"export.hf_folder={run / 'hf'}",
         "loggers.console_log_interval=1ba",
         f"run_name={name}",
+        "eval=null",  # the example's held-out streams are the demo's; these runs have none
     ]
 
 
