@@ -188,11 +188,15 @@ def evaluate(model_path: str | Path, tasks: Sequence[str], *, data_dir: str | Pa
     if not tasks:
         raise UserError("--tasks: name at least one task (e.g. ipt_heldout_qa)")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    shipped = shipped_tasks()
+    if all(t in shipped for t in tasks):
+        # Only local files are read: never wait on a hub lookup (the `json` builder needs none).
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import lm_eval
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    shipped = shipped_tasks()
     data = Path(data_dir) if data_dir is not None else find_data_dir(model_path)
     model, tokenizer = load_model(model_path, attn=attn, device=device, dtype=dtype)
     if attn in ("packed", "flex") and batch_size != 1:
