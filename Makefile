@@ -19,4 +19,4 @@ lint: setup
 	.venv/bin/mypy
 
 bench: setup
-	.venv/bin/python -m benchmarks.convert
+	.venv/bin/python -m benchmarks train loader convert templify synth

@@ -268,6 +268,35 @@ def run_case(mix, total, head_dim, modes, torch, triton_testing):
     return rows
 
 
+def profile_case(mix: str, total: int, head_dim: int, out_dir: Path, torch) -> list[dict]:
+    """torch.profiler of 3 fwd+bwd iterations per backend on one case, after warm-up (compiles and
+    autotuning stay outside); a trace and a kernel table per backend under ``out_dir``."""
+    from benchmarks.profiling import activities, write_profile
+
+    lens = document_lengths(mix, total)
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32, device="cuda")
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v, do = (torch.randn(total, h, head_dim, device="cuda", dtype=torch.bfloat16, generator=gen)
+                   for h in (HEADS_Q, HEADS_KV, HEADS_KV, HEADS_Q))
+    for x in (q, k, v):
+        x.requires_grad_()
+    written = []
+    for name, fn in _backends(q, k, v, cu, max(lens), torch).items():
+        try:
+            for _ in range(3):
+                fn().backward(do)
+            torch.cuda.synchronize()
+            with torch.profiler.profile(activities=activities()) as prof:
+                for _ in range(3):
+                    fn().backward(do)
+                torch.cuda.synchronize()
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            continue
+        written.append(write_profile(prof, out_dir, f"attention-{name}-{mix}-T{total}-D{head_dim}", steps=3))
+    return written
+
+
 def plot(rows, path: Path) -> None:
     import matplotlib
 
@@ -309,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="results directory (default benchmarks/results)")
     parser.add_argument("--budget", type=float, default=None, metavar="SECONDS",
                         help="run only the cases planned to fit in SECONDS (target case first, then small to large)")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="also write a torch.profiler trace + kernel table per backend of the target case")
     args = parser.parse_args(argv)
 
     import torch
@@ -359,6 +390,9 @@ def main(argv: list[str] | None = None) -> int:
                                                       "fwd+bwd speedup vs sdpa_dense": 5.0,
                                                       "fwd TFLOP/s": 300.0}, "measured": targets}})
     plot(rows, path.with_suffix(".png"))
+    if args.profile is not None:
+        case_ = ("long_tailed", 2048, 64) if args.quick else (TARGET["mix"], TARGET["total"], TARGET["head_dim"])
+        profile_case(*case_, args.profile, torch)
     print(f"wrote {path}")
     return 0
 

@@ -88,14 +88,26 @@ def median_time(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1) -> 
     return statistics.median(samples), samples
 
 
+def spread(samples: list[float]) -> dict[str, Any]:
+    """Median and [min, max] of a list of repeat measurements (the ``spread`` a results row carries)."""
+    return {"median": statistics.median(samples), "range": [min(samples), max(samples)]}
+
+
 def case(name: str, params: dict[str, Any], unit: str, baseline: float | None, ours: float,
-         *, higher_is_better: bool = True, **extra: Any) -> dict[str, Any]:
-    """One result row; ``ratio`` > 1 always means ours is better."""
+         *, higher_is_better: bool = True, repeats: int = 1, spread: dict[str, Any] | None = None,
+         **extra: Any) -> dict[str, Any]:
+    """One result row; ``ratio`` > 1 always means ours is better.
+
+    ``repeats`` is how many measurements each median is taken over and ``spread`` their min–max per
+    side (``{"baseline": [lo, hi] | None, "ours": [lo, hi] | None}``, in ``unit``), so a reader can
+    tell a 1.1× from noise; :mod:`benchmarks.schema` validates the row.
+    """
     ratio = None
     if baseline:
         ratio = ours / baseline if higher_is_better else baseline / ours
+    spread = {"baseline": None, "ours": None, **(spread or {})}
     return {"name": name, "params": params, "unit": unit, "baseline": baseline, "ours": ours,
-            "ratio": ratio, **extra}
+            "ratio": ratio, "higher_is_better": higher_is_better, "repeats": repeats, "spread": spread, **extra}
 
 
 def _slug(text: str) -> str:

@@ -38,8 +38,14 @@ def make_collections(n: int, seed: int = 0) -> list[list[dict]]:
     return out
 
 
-def main() -> None:
-    n = 5000
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="500 collections, 3 repeats (smoke run)")
+    ap.add_argument("--out-dir", default=None, help="results directory (default benchmarks/results)")
+    args = ap.parse_args(argv)
+    n = 500 if args.quick else 5000
     collections = make_collections(n)
 
     def ours() -> None:
@@ -56,15 +62,17 @@ def main() -> None:
 
     cases = []
     for name, fn in (("templify", ours), ("templify_no_validation", ours_prevalidated), ("validate", validate_only)):
-        t, samples = median_time(fn, repeats=5)
+        repeats = 3 if args.quick else 5
+        t, samples = median_time(fn, repeats=repeats)
         rate = n / t
-        cases.append(case(name, {"collections": n, "cores": 1}, "collections/s/core", None, rate,
-                          spread=[n / s for s in (max(samples), min(samples))]))
+        cases.append(case(name, {"collections": n, "cores": 1}, "collections/s/core", None, rate, repeats=repeats,
+                          spread={"ours": [n / s for s in (max(samples), min(samples))]}))
         print(f"{name:24s} {rate:12,.0f} collections/s/core")
-    path = write_results("templify", cases, extra={"baseline": None, "baseline_note": (
+    path = write_results("templify", cases, out_dir=args.out_dir, extra={"baseline": None, "baseline_note": (
         "the paper's templating (microsoft/LMOps instruction_pretrain/utils) is not installable here")})
     print(path)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

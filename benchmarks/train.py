@@ -187,14 +187,14 @@ LLAMA_125M = dict(vocab_size=32000, hidden_size=768, intermediate_size=2048, num
 #   ours: ``model.cross_entropy: auto`` (chunked on CPU, Liger's fused kernel on CUDA).
 # Repeats are interleaved (body, full, ours; reversed on odd repeats); medians reported.
 #
-# Memory: on CPU, the peak resident set above the one before the step (Linux's VmHWM, reset through
-# /proc/self/clear_refs before each step): what the OS really had to give, allocator included. For
-# large tensors glibc maps and unmaps pages per allocation, so the peak follows live tensors. "Loss
-# peak" = peak of the step minus peak of the body-only step. On CUDA, torch.cuda.max_memory_allocated.
+# Memory (peak_bytes): peak of live tensor bytes during one call above those live at its start, from
+# the CPU allocator's events under torch.profiler (torch.cuda.max_memory_allocated on CUDA); one extra
+# call per configuration, outside the timed ones.
 
 DEMO_YAML = Path(__file__).resolve().parents[1] / "examples" / "tiny-cpu.yaml"
 LOSS_MODES = ("body", "full", "ours")
-MEMORY_METHOD = {False: "peak RSS above the RSS before the call (VmHWM, reset via /proc/self/clear_refs)",
+MEMORY_METHOD = {False: "peak of live tensor bytes above the call's start, from the CPU allocator's events "
+                        "under torch.profiler(profile_memory=True)",
                  True: "torch.cuda.max_memory_allocated above memory_allocated before the call"}
 
 
@@ -220,20 +220,34 @@ def demo_model_config_uncached() -> dict[str, Any]:
     return cfg
 
 
-def _rss_reset() -> int | None:
-    """Reset the process's peak resident set to its current size; return that size in bytes."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return _proc_status("VmRSS")
-    except OSError:
-        return None
+def peak_bytes(fn: Callable[[], Any], device: str) -> int:
+    """Peak bytes of tensors allocated while ``fn()`` runs, above those live when it starts.
 
+    CUDA: ``torch.cuda.max_memory_allocated``. CPU: the allocator's own record under
+    ``torch.profiler.profile(profile_memory=True)`` (every allocation and free with its size and time;
+    the peak of their running sum), which counts tensors exactly, unlike the process's RSS that glibc's
+    free lists blur. The profiler slows the call, so timings are taken in separate, unprofiled calls.
+    """
+    import torch
 
-def _proc_status(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
-    raise KeyError(key)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())
+    live = peak = 0
+    for e in events:
+        live += e.nbytes()  # negative for a free
+        peak = max(peak, live)
+    return peak
 
 
 class DemoStep:
@@ -302,43 +316,31 @@ def demo_batch(device: str, rows: int = 4, seq_len: int = 2048) -> dict[str, Any
     return _packed_batch(group, seq_len, device)
 
 
-def _measured(step: Callable[[], Any], device: str) -> tuple[float, int | None]:
-    """Seconds and peak extra memory (bytes) of one call of ``step``."""
+def _timed(step: Callable[[], Any], device: str) -> float:
+    """Seconds of one call of ``step`` (synchronized on CUDA)."""
     import torch
 
     if device == "cuda":
         torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-    else:
-        before = _rss_reset()
     t = time.perf_counter()
     step()
     if device == "cuda":
         torch.cuda.synchronize()
-    secs = time.perf_counter() - t
-    if device == "cuda":
-        peak = torch.cuda.max_memory_allocated() - before
-    else:
-        peak = _proc_status("VmHWM") - before if before is not None else None
-    return secs, peak
+    return time.perf_counter() - t
 
 
-def demo_step_cases(device: str, repeats: int, chunk_size: int = 2048) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def demo_step_cases(device: str, repeats: int, chunk_size: int = 2048,
+                    rows: int = 4) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The demo step's time and loss memory, full logits vs ours, and the body/head split."""
     cfg = demo_model_config()
-    batch = demo_batch(device)
+    batch = demo_batch(device, rows=rows)
     steps = {m: DemoStep(m, cfg, batch, device, chunk_size) for m in LOSS_MODES}
     for s in steps.values():  # warm-up: allocator, thread pools, first-touch of optimizer state
         s()
     times: dict[str, list[float]] = {m: [] for m in LOSS_MODES}
-    peaks: dict[str, list[int]] = {m: [] for m in LOSS_MODES}
     for r in range(repeats):
         for m in (LOSS_MODES if r % 2 == 0 else LOSS_MODES[::-1]):
-            secs, peak = _measured(steps[m], device)
-            times[m].append(secs)
-            if peak is not None:
-                peaks[m].append(peak)
+            times[m].append(_timed(steps[m], device))
     med = {m: statistics.median(v) for m, v in times.items()}
     tokens = int(batch["input_ids"].numel())
     params = {"rows": batch["input_ids"].shape[0], "seq_len": batch["input_ids"].shape[1], "tokens": tokens,
@@ -352,19 +354,17 @@ def demo_step_cases(device: str, repeats: int, chunk_size: int = 2048) -> tuple[
                   spread={"baseline": [min(times["full"]), max(times["full"])],
                           "ours": [min(times["ours"]), max(times["ours"])]},
                   body_step_s_median=med["body"], split=split)]
-    if all(peaks[m] for m in LOSS_MODES):
-        mib = {m: statistics.median(v) / 2**20 for m, v in peaks.items()}
-        cases.append(case(f"{device}-demo-step/peak-memory", params, "MiB", mib["full"], mib["ours"],
-                          higher_is_better=False, repeats=repeats,
-                          spread={"baseline": [min(peaks["full"]) / 2**20, max(peaks["full"]) / 2**20],
-                                  "ours": [min(peaks["ours"]) / 2**20, max(peaks["ours"]) / 2**20]},
-                          body_step_peak_mib=mib["body"], full_logits_fp32_mib=tokens * cfg["vocab_size"] * 4 / 2**20,
-                          chunk_logits_fp32_mib=min(chunk_size, tokens) * cfg["vocab_size"] * 4 / 2**20,
-                          method=MEMORY_METHOD[device == "cuda"]))
+    mib = {m: peak_bytes(steps[m], device) / 2**20 for m in LOSS_MODES}  # deterministic: one call each
+    cases.append(case(f"{device}-demo-step/peak-memory", params, "MiB", mib["full"], mib["ours"],
+                      higher_is_better=False, repeats=1, body_step_peak_mib=mib["body"],
+                      full_logits_fp32_mib=tokens * cfg["vocab_size"] * 4 / 2**20,
+                      chunk_logits_fp32_mib=min(chunk_size, tokens) * cfg["vocab_size"] * 4 / 2**20,
+                      method=MEMORY_METHOD[device == "cuda"]))
     return cases, split
 
 
-def loss_sweep_cases(device: str, chunk_sizes: list[int], row_counts: list[int], repeats: int) -> list[dict[str, Any]]:
+def loss_sweep_cases(device: str, chunk_sizes: list[int], row_counts: list[int], repeats: int,
+                     chunk_rows: int = 4) -> list[dict[str, Any]]:
     """The LM head + loss alone on the demo's hidden size and vocabulary: time and peak memory of
     forward+backward, full logits vs chunked, across chunk sizes (time, O(chunk) memory) and token
     counts (full grows with tokens × vocab, chunked does not)."""
@@ -377,50 +377,54 @@ def loss_sweep_cases(device: str, chunk_sizes: list[int], row_counts: list[int],
     weight = (torch.randn(cfg["vocab_size"], cfg["hidden_size"], generator=gen) * 0.02).to(device)
     cases = []
     inputs = {}
-    for rows in sorted({4, *row_counts}):
+    for rows in sorted({chunk_rows, *row_counts}):
         batch = demo_batch(device, rows=rows)
         hidden = torch.randn(*batch["input_ids"].shape, cfg["hidden_size"], generator=gen).to(device)
         inputs[rows] = (hidden, batch["labels"])
 
-    def measure(rows: int, mode: str, chunk: int) -> tuple[float, int | None]:
+    def loss_step(rows: int, mode: str, chunk: int) -> Callable[[], None]:
         hidden, labels = inputs[rows]
 
-        def loss_step() -> None:
+        def run() -> None:
             h = hidden.detach().requires_grad_()
             w = weight.detach().requires_grad_()
             causal_lm_loss(h, w, labels, mode=mode, chunk_size=chunk).backward()
 
-        return _measured(loss_step, device)
+        return run
 
     def compare(name: str, rows: int, chunk: int) -> None:
-        samples: dict[str, list[tuple[float, int | None]]] = {"full": [], "chunked": []}
-        measure(rows, "chunked", chunk)  # warm-up
+        t: dict[str, list[float]] = {"full": [], "chunked": []}
+        _timed(loss_step(rows, "chunked", chunk), device)  # warm-up
         for r in range(repeats):
             for m in (("full", "chunked") if r % 2 == 0 else ("chunked", "full")):
-                samples[m].append(measure(rows, m, chunk))
-        t = {m: [s[0] for s in v] for m, v in samples.items()}
-        p = {m: [s[1] for s in v if s[1] is not None] for m, v in samples.items()}
+                t[m].append(_timed(loss_step(rows, m, chunk), device))
         params = {"rows": rows, "seq_len": 2048, "tokens": rows * 2048, "chunk_size": chunk, "device": device,
                   "hidden_size": cfg["hidden_size"], "vocab_size": cfg["vocab_size"], "steps": "loss forward+backward"}
         cases.append(case(f"{name}/time", params, "s", statistics.median(t["full"]), statistics.median(t["chunked"]),
                           higher_is_better=False, repeats=repeats,
                           spread={"baseline": [min(t["full"]), max(t["full"])],
                                   "ours": [min(t["chunked"]), max(t["chunked"])]}))
-        if p["full"] and p["chunked"]:
-            mib = {m: [x / 2**20 for x in v] for m, v in p.items()}
-            cases.append(case(f"{name}/peak-memory", params, "MiB", statistics.median(mib["full"]),
-                              statistics.median(mib["chunked"]), higher_is_better=False, repeats=repeats,
-                              spread={"baseline": [min(mib["full"]), max(mib["full"])],
-                                      "ours": [min(mib["chunked"]), max(mib["chunked"])]},
-                              full_logits_fp32_mib=rows * 2048 * cfg["vocab_size"] * 4 / 2**20,
+        mib = {m: peak_bytes(loss_step(rows, m, chunk), device) / 2**20 for m in ("full", "chunked")}
+        cases.append(case(f"{name}/peak-memory", params, "MiB", mib["full"], mib["chunked"], higher_is_better=False,
+                              repeats=1, full_logits_fp32_mib=rows * 2048 * cfg["vocab_size"] * 4 / 2**20,
                               chunk_logits_fp32_mib=min(chunk, rows * 2048) * cfg["vocab_size"] * 4 / 2**20,
                               method=MEMORY_METHOD[device == "cuda"]))
 
     for chunk in chunk_sizes:
-        compare(f"{device}-lm-loss/chunk-{chunk}", 4, chunk)
+        compare(f"{device}-lm-loss/chunk-{chunk}", chunk_rows, chunk)
     for rows in row_counts:
         compare(f"{device}-lm-loss/tokens-{rows * 2048}", rows, 2048)
     return cases
+
+
+# How the train profile's time is split (first match wins; see benchmarks.profiling).
+PROFILE_GROUPS = {
+    "attention": ["attention", "packed_attn", "_attn", "flash", "sdpa", "flex"],
+    "LM head + loss": ["cross_entropy", "log_softmax", "nll_loss", "logsumexp", "softmax"],
+    "matmuls": ["aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "gemm"],
+    "optimizer": ["optimizer", "adam", "_foreach", "zero_grad"],
+    "data wait": ["dataloader", "enumerate(", "collate"],
+}
 
 
 def demo_profile(device: str, out_dir: Path | None = None) -> dict[str, Any]:
@@ -438,10 +442,10 @@ def demo_profile(device: str, out_dir: Path | None = None) -> dict[str, Any]:
         with profile(activities=acts) as prof:
             step()
         key = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
-        table = prof.key_averages().table(sort_by=key, row_limit=12)
         if out_dir is not None:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / f"train-demo-step-{m}-profile.txt").write_text(table + "\n")
+            from benchmarks.profiling import write_profile
+
+            write_profile(prof, out_dir, f"train-demo-step-{m}-{device}", groups=PROFILE_GROUPS, steps=1)
         top = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)[:8]
         tables[m] = [{"op": e.key, "self_ms": getattr(e, key) / 1e3, "calls": e.count} for e in top]
     return tables
@@ -452,26 +456,32 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer steps (a smoke run)")
-    ap.add_argument("--out-dir", default=None)
+    ap.add_argument("--out-dir", "--out", dest="out_dir", default=None)
+    ap.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                    help="write each demo-step mode's torch.profiler trace and top-ops table under DIR")
     ap.add_argument("--cases", choices=("all", "packing", "loss"), default="all",
                     help="packing: packed vs padded rows; loss: the demo step, full logits vs ours")
     args = ap.parse_args(argv)
     cases: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
     if args.cases in ("all", "packing"):
-        cases += run_case("cpu-tiny-llama", TINY, seq_len=512, rows=4, n_docs=120 if args.quick else 240,
+        cases += run_case("cpu-tiny-llama", TINY, seq_len=512, rows=4, n_docs=40 if args.quick else 240,
                           device="cpu", impls=["sdpa", "packed", "flex"], warmup=1, precision="fp32")
         if torch.cuda.is_available():
             cases += run_case("gpu-llama-125m", LLAMA_125M, seq_len=4096, rows=8, n_docs=600 if args.quick else 1500,
                               device="cuda", impls=["packed", "flex"], warmup=2, precision="bf16")
     if args.cases in ("all", "loss"):
         for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
-            demo, split = demo_step_cases(device, repeats=3 if args.quick else 5)
+            # --quick: one 1 x 2048 row instead of the demo's 4 x 2048 microbatch, one repeat, one sweep
+            # point: a smoke run of every case (minutes of CPU otherwise), not a figure to quote.
+            demo, split = demo_step_cases(device, repeats=1 if args.quick else 5, rows=1 if args.quick else 4)
             cases += demo
             extra.setdefault("demo_step_split", {})[device] = split
             cases += loss_sweep_cases(device, [2048] if args.quick else [512, 1024, 2048, 4096, 8192],
-                                      [1, 4] if args.quick else [1, 2, 4], repeats=2 if args.quick else 3)
-            extra.setdefault("demo_step_profile", {})[device] = demo_profile(device)
+                                      [1] if args.quick else [1, 2, 4], repeats=1 if args.quick else 3,
+                                      chunk_rows=1 if args.quick else 4)
+            if args.profile is not None or not args.quick:
+                extra.setdefault("demo_step_profile", {})[device] = demo_profile(device, args.profile)
     path = write_results("train", cases, out_dir=args.out_dir, extra=extra)
     for c in cases:
         print(f"{c['name']:40s} baseline {c['baseline']:10.4g}  ours {c['ours']:10.4g} {c['unit']:9s} x{c['ratio']:.2f}")

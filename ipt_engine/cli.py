@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "assets": "materialize offline assets: the synthesizer's tokenizer and tiny random-weight models",
     "eval": "evaluate a trained model on lm-evaluation-harness tasks (offline held-out tasks shipped); compare runs",
     "pipeline": "run the whole pipeline on the embedded default corpus (the README's main job)",
+    "bench": "run the benchmark suites (baseline vs ours) and regenerate benchmarks/results/SUMMARY.md",
 }
 
 

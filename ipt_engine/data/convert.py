@@ -171,7 +171,9 @@ def _tokenized(batches: Iterator[_Batch], tok_json: str, bos: int | None, eos: i
 def _tokenizer_setup(name: str) -> tuple[Any, dict[str, Any], int | None, int]:
     from ipt_engine.data.tokenizer_info import load_tokenizer, tokenizer_fingerprint
 
-    tok = load_tokenizer(name)
+    # The Rust tokenizer alone: transformers (and the torch it imports) would cost more start-up than a
+    # small corpus takes to convert, and conversion needs only the backend and the special-token ids.
+    tok = load_tokenizer(name, backend_only=True)
     fp = tokenizer_fingerprint(tok, name)
     eos = tok.eos_token_id
     if eos is None:
@@ -179,7 +181,7 @@ def _tokenizer_setup(name: str) -> tuple[Any, dict[str, Any], int | None, int]:
     bos = tok.bos_token_id
     # BOS only where the tokenizer's own convention adds one (Llama/Mistral yes, GPT-2 style no).
     if bos is not None:
-        probe = tok("a")["input_ids"]
+        probe = tok.encode_ids("a")
         if not probe or probe[0] != bos:
             bos = None
     return tok, fp, bos, eos
