@@ -114,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
     from ipt_engine.corpus import write_default_corpus
     from ipt_engine.data.inspect import inspect_shards, plot_histogram, print_report
     from ipt_engine.errors import UserError
+    from ipt_engine.examples import example_path
     from ipt_engine.pipeline_report import Count, PipelineReport
 
     work = Path(args.workdir)
@@ -166,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
                 _run_synth(py, ["-m", "ipt_engine", "synthesize", str(corpus), "--output", str(synth),
                                 "--model", model, "--rounds", str(args.rounds), "--limit", str(args.synth_limit),
                                 "--part-size", "16", "--resume",
-                                "--config", str(REPO / "examples" / "synth-cpu.yaml"),
+                                "--config", str(example_path("synth-cpu.yaml")),
                                 "--set", f"engine.max_model_len={args.max_seq_len}"])
             templified = work / "templified"
             held = _split_synth(args, work, synth) if split else None
@@ -198,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
                 train = work / "train"
                 print(f"[6/6] train a tiny Llama on raw + augmented shards, {args.train_steps} batches -> {train}")
                 with table.step("train", train) as row:
-                    code = ipt(["train", str(REPO / "examples" / "tiny-cpu.yaml"),
+                    code = ipt(["train", str(example_path("tiny-cpu.yaml")),
                                 f"max_duration={args.train_steps}ba",
                                 f"train_loader.streams.raw.local={raw}",
                                 f"train_loader.streams.augmented.local={augmented}",

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from ipt_engine.eval.data import DATA_FILES
+from ipt_engine.examples import example_path
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIG = REPO / "examples" / "tiny-cpu.yaml"
+CONFIG = example_path("tiny-cpu.yaml")
 RUNS = {"raw": "raw only", "ipt": "raw + augmented"}
 
 
