@@ -113,7 +113,9 @@ def connect(address: str, *, num_cpus: int | None = None) -> bool:
     kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
     try:
         if address == "local":
-            ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **kwargs)
+            # address="local": a new cluster even when another one runs on this machine (plain
+            # ray.init() would join that one)
+            ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **kwargs)
             return True
         ray.init(address=address, **kwargs)
         return True
