@@ -13,7 +13,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,7 @@ def final_heldout(path: str | Path) -> dict[str, float]:
     return out
 
 
-def heldout_table(runs: dict[str, str | Path]) -> str:
+def heldout_table(runs: Mapping[str, str | Path]) -> str:
     """``| stream | run A | run B | B − A |`` of the final held-out losses (markdown)."""
     finals = {name: final_heldout(path) for name, path in runs.items()}
     names = list(runs)
@@ -89,7 +89,8 @@ def heldout_table(runs: dict[str, str | Path]) -> str:
         vals = [finals[n].get(s) for n in names]
         cells = ["—" if v is None else f"{v:.4f}" for v in vals]
         if len(names) == 2:
-            cells.append("—" if None in vals else f"{vals[1] - vals[0]:+.4f}")
+            first, second = vals
+            cells.append("—" if first is None or second is None else f"{second - first:+.4f}")
         lines.append(f"| {s} (loss) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
