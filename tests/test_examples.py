@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from ipt_engine.examples import example_path
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
