@@ -101,6 +101,23 @@ def run_suites(names: list[str], *, quick: bool, out: Path, profile: Path | None
     return outcomes
 
 
+def draw_missing_plots(out: Path, *, since: float) -> list[Path]:
+    """The generic ratio chart beside each results file written since ``since`` that has no newer PNG."""
+    from benchmarks.plots import plot_results
+    from benchmarks.schema import results_files
+
+    drawn = []
+    for f in results_files(out):
+        png = f.with_suffix(".png")
+        if f.stat().st_mtime < since or (png.exists() and png.stat().st_mtime >= since):
+            continue
+        made = plot_results(f)
+        if made is not None:
+            drawn.append(made)
+            print(f"[bench] plot: {made}")
+    return drawn
+
+
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                                formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -133,7 +150,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.summary:
         names = args.suites or list(SUITES)
         profile = args.profile.resolve() if args.profile else None
+        started = time.time()
         outcomes = run_suites(names, quick=args.quick, out=out, profile=profile)
+        draw_missing_plots(out, since=started)
         print("[bench] done:")
         for name, outcome, seconds in outcomes:
             print(f"  {name:10s} {outcome}{f'  ({seconds:.0f} s)' if seconds else ''}")

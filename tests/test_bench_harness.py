@@ -73,6 +73,7 @@ def test_quick_run_of_every_cpu_suite(tmp_path):
     assert written == {"train", "loader", "convert", "templify"}
     for f in tmp_path.glob("*.json"):
         assert validate_file(f).cases
+    assert {f.name.split("-")[0] for f in tmp_path.glob("*.png")} == written  # one picture per suite
     summary = (tmp_path / "SUMMARY.md").read_text()
     for suite in written:
         assert f"| {suite} |" in summary
