@@ -42,21 +42,6 @@ def clip_to(tokens: np.ndarray, doc_lens: np.ndarray, n: int) -> tuple[np.ndarra
     return tokens[:n], lens[lens > 0]
 
 
-def positions_and_labels(tokens: np.ndarray, doc_lens: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-document positions (restarting at 0) and labels for one row padded to ``n``."""
-    used = int(doc_lens.sum())
-    pos = np.zeros(n, dtype=np.int64)
-    labels = np.full(n, IGNORE_INDEX, dtype=np.int64)
-    labels[:used] = tokens[:used]
-    starts = np.concatenate([[0], np.cumsum(doc_lens)[:-1]]).astype(np.int64)
-    # position t within its piece = t - start of that piece
-    piece_of = np.repeat(np.arange(len(doc_lens)), doc_lens)
-    pos[:used] = np.arange(used) - starts[piece_of]
-    labels[starts] = IGNORE_INDEX
-    pos[used:] = np.arange(n - used)  # padding: any valid positions; nothing reads them
-    return pos, labels
-
-
 class PackedCollator:
     """Turn a list of ``{"tokens", "doc_lens"}`` samples into ``input_ids``, ``labels``, ``position_ids``
     (``[B, N]``, int64) and ``doc_lens`` (``[B, max_docs]``, int32)."""
@@ -78,13 +63,24 @@ class PackedCollator:
             rows.append(clip_to(tokens, doc_lens[doc_lens > 0], n))
         max_docs = max(1, max(len(d) for _, d in rows))
         input_ids = np.full((b, n), self.pad_id, dtype=np.int64)
-        labels = np.empty((b, n), dtype=np.int64)
-        position_ids = np.empty((b, n), dtype=np.int64)
         doc_lens_out = np.zeros((b, max_docs), dtype=np.int32)
         for i, (tokens, doc_lens) in enumerate(rows):
             input_ids[i, : len(tokens)] = tokens
-            position_ids[i], labels[i] = positions_and_labels(tokens, doc_lens, n)
             doc_lens_out[i, : len(doc_lens)] = doc_lens
+        # The whole batch at once, as a table of segments (each row's pieces, then its padding tail):
+        # one run-length expansion gives every token's segment start, where a per-row loop of small
+        # NumPy calls costs more than the data it touches.
+        used = doc_lens_out.sum(axis=1, dtype=np.int64)
+        seg = np.concatenate([doc_lens_out.astype(np.int64), (n - used)[:, None]], axis=1).ravel()
+        starts = np.zeros(seg.size, dtype=np.int64)
+        np.cumsum(seg[:-1], out=starts[1:])
+        position_ids = (np.arange(b * n, dtype=np.int64) - np.repeat(starts, seg)).reshape(b, n)
+        labels = input_ids.copy()
+        labels[np.arange(n)[None, :] >= used[:, None]] = IGNORE_INDEX  # padding
+        is_piece = np.ones((b, max_docs + 1), dtype=bool)
+        is_piece[:, -1] = False
+        first = starts[is_piece.ravel() & (seg > 0)]
+        labels.reshape(-1)[first] = IGNORE_INDEX  # each piece's first token
         return {
             "input_ids": torch.from_numpy(input_ids),
             "labels": torch.from_numpy(labels),
