@@ -124,13 +124,18 @@ def _packed_metadata_kernel(
 # --------------------------------------------------------------------------------------------------
 
 
-def _validate(doc_lens: torch.Tensor, seq_len: int) -> None:
+def _validate_layout(doc_lens: torch.Tensor, seq_len: int) -> None:
+    """Shape, dtype and ``seq_len`` checks: attribute reads only, no kernel runs."""
     if doc_lens.dim() != 2:
         raise ValueError(f"doc_lens must be [B, max_docs], got shape {tuple(doc_lens.shape)}")
     if doc_lens.dtype.is_floating_point or doc_lens.dtype == torch.bool or doc_lens.is_complex():
         raise ValueError(f"doc_lens must be an integer tensor, got {doc_lens.dtype}")
     if seq_len < 1:
         raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+
+
+def _validate(doc_lens: torch.Tensor, seq_len: int) -> None:
+    _validate_layout(doc_lens, seq_len)
     if doc_lens.numel() == 0:
         return
     # One small host sync: a bad doc_lens would silently mis-mask a whole training run.
@@ -235,8 +240,8 @@ def build_packed_metadata(
     """
     if impl == "auto":
         impl = "triton" if doc_lens.is_cuda else "numpy"
-    if impl == "numpy" and doc_lens.dim() == 2 and not doc_lens.dtype.is_floating_point \
-            and doc_lens.dtype != torch.bool and not doc_lens.is_complex() and seq_len >= 1:
+    if impl == "numpy":
+        _validate_layout(doc_lens, seq_len)  # the value checks run in NumPy inside _build_numpy
         if doc_lens.device.type != "cpu":
             raise ValueError(f"impl='numpy' needs a CPU tensor, got one on {doc_lens.device}")
         return _build_numpy(doc_lens, seq_len)
