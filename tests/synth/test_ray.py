@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -116,14 +115,20 @@ def _contexts(out: Path) -> list[str]:
     return contexts
 
 
-def _kill_first_attempt_of(part: int, delay: float = 0.5):
-    """An on_dispatch hook: SIGKILL the actor (pid from its ``ready``) ``delay`` s into ``part``."""
+def _kill_first_attempt_of(part: int):
+    """An on_dispatch hook: SIGKILL the actor (pid from its ``ready``) as ``part`` is handed to it.
+
+    The kill is synchronous, while the part is in flight on that actor and before any other part can
+    reach it (an actor runs one part at a time and gets the next only after the driver has its
+    result). A kill after a fixed delay raced the part: a part of a few records can finish first, and
+    the kill then lands on whatever part that actor took next.
+    """
     killed = []
 
     def hook(actor, index, attempt):
         if index == part and attempt == 1:
             killed.append(actor.pid)
-            threading.Timer(delay, os.kill, (actor.pid, signal.SIGKILL)).start()
+            os.kill(actor.pid, signal.SIGKILL)
 
     return hook, killed
 
