@@ -153,12 +153,12 @@ def _time(fn, torch, triton_testing) -> tuple[float, float, float, float]:
 
 
 def _backends(q, k, v, cu, max_seqlen, torch):
-    """name -> forward callable (inputs already bound); masks and block masks built once, untimed."""
+    """kernels.backends name (``packed`` is ours) -> forward callable (inputs bound); masks built once, untimed."""
     from ipt_engine.kernels import packed_attention
     from ipt_engine.kernels.reference import dense_document_mask, flex_attention_backend, flex_block_mask
 
     total = q.shape[0]
-    fns = {"ours": lambda: packed_attention(q, k, v, cu, max_seqlen=max_seqlen)}
+    fns = {"packed": lambda: packed_attention(q, k, v, cu, max_seqlen=max_seqlen)}
     try:
         block_mask = flex_block_mask(cu, total)
         fns["flex"] = lambda: flex_attention_backend(q, k, v, cu, block_mask=block_mask)
@@ -217,12 +217,12 @@ def run_case(mix, total, head_dim, modes, torch, triton_testing):
     max_err: dict[str, float | None] = {}
     try:
         with torch.no_grad():
-            ours_out = fns["ours"]().float()
+            ours_out = fns["packed"]().float()
     except torch.cuda.OutOfMemoryError:
         ours_out = None
         torch.cuda.empty_cache()
     for name, fn in fns.items():
-        if name == "ours":
+        if name == "packed":
             continue
         try:  # a baseline that does not fit is a result (OOM), never a crash of the sweep
             with torch.no_grad():
@@ -242,7 +242,7 @@ def run_case(mix, total, head_dim, modes, torch, triton_testing):
                 torch.cuda.empty_cache()
             print(f"{mode:8s} {mix:12s} T={total:6d} D={head_dim:3d} {name:10s} "
                   f"{'OOM' if timings[mode, name] is None else f'{timings[mode, name][0]:.3f} ms'}", flush=True)
-        ours = timings[mode, "ours"]
+        ours = timings[mode, "packed"]
         if ours is None:  # ours did not fit: nothing to compare in this mode
             continue
         scale = flops * FLOP_FACTOR[mode] / 1e12
@@ -251,7 +251,7 @@ def run_case(mix, total, head_dim, modes, torch, triton_testing):
             return scale / (ms * 1e-3)
 
         for name in fns:
-            if name == "ours":
+            if name == "packed":
                 continue
             base = timings[mode, name]
             rows.append(case(

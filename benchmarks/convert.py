@@ -109,7 +109,7 @@ def timed(cmd: list[str], out: Path) -> float:
 
 
 def token_stream(directory: Path) -> list[int]:
-    from ipt_engine.data.shards import iter_samples
+    from ipt_engine.data.shard_reader import iter_samples
 
     return [t for s in iter_samples(directory) for t in s["tokens"].tolist()]
 

@@ -237,7 +237,7 @@ def _step_profile(out: Path) -> dict:
     lens, cu, q, k, v, do = _inputs(8192, 128, 4, torch.bfloat16, seed=0)
     leaves = [x.requires_grad_() for x in (q, k, v)]
     block_mask = flex_block_mask(cu, q.shape[0])
-    fns = {"ours": lambda: packed_attention(*leaves, cu, max_seqlen=max(lens)),
+    fns = {"packed": lambda: packed_attention(*leaves, cu, max_seqlen=max(lens)),
            "flex": lambda: flex_attention_backend(*leaves, cu, block_mask=block_mask)}
     (out / "profile").mkdir(parents=True, exist_ok=True)
     for name, fn in fns.items():

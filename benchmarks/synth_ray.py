@@ -130,26 +130,26 @@ def main(argv: list[str] | None = None) -> None:
 
     import ray
 
-    from ipt_engine.commands.synthesize import close_engines, get_engine, process_part
-    from ipt_engine.synth.config import from_dict, to_dict
+    from ipt_engine.synth.config import from_dict
     from ipt_engine.synth.ray_runner import RayPartExecutor
+    from ipt_engine.synth.stage import EngineSpec, close_engines, get_engine, process_part
+
     texts = corpus_texts()[: args.texts]
     work = Path(tempfile.mkdtemp(prefix="synth-ray-"))
     corpus = work / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    config_dict = to_dict(from_dict({"engine": ENGINE, "sampling": {"max_tokens": args.max_tokens}}))
-    engine_args = ("vllm", model, config_dict)
-    process = functools.partial(process_part, "vllm", model, config_dict, args.rounds, None, None)
+    spec = EngineSpec("vllm", model, from_dict({"engine": ENGINE, "sampling": {"max_tokens": args.max_tokens}}))
+    process = functools.partial(process_part, spec, args.rounds, None, None)
 
     cores = len(os.sched_getaffinity(0))
     ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False)
     t_start = time.perf_counter()
-    local_engine = get_engine(*engine_args)
+    local_engine = get_engine(spec)
     # The same engine settings as local: every core (Ray would set OMP_NUM_THREADS=1 for the actor).
-    ray1 = RayPartExecutor(address="local", actors=1, gpus_per_actor=1, engine_args=engine_args,
+    ray1 = RayPartExecutor(address="local", actors=1, gpus_per_actor=1, spec=spec,
                            rounds=args.rounds, cpus_per_actor=0,
                            actor_env=lambda slot: {"OMP_NUM_THREADS": str(cores)})
-    ray2 = RayPartExecutor(address="local", actors=2, gpus_per_actor=1, engine_args=engine_args,
+    ray2 = RayPartExecutor(address="local", actors=2, gpus_per_actor=1, spec=spec,
                            rounds=args.rounds, cpus_per_actor=0,
                            actor_env=lambda slot: {"IPT_CPU_AFFINITY": str(slot % cores), "OMP_NUM_THREADS": "1"})
     for ex in (ray1, ray2):

@@ -466,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     extra: dict[str, Any] = {}
     if args.cases in ("all", "packing"):
         cases += run_case("cpu-tiny-llama", TINY, seq_len=512, rows=4, n_docs=40 if args.quick else 240,
-                          device="cpu", impls=["sdpa", "packed", "flex"], warmup=1, precision="fp32")
+                          device="cpu", impls=["sdpa_dense", "packed", "flex"], warmup=1, precision="fp32")
         if torch.cuda.is_available():
             cases += run_case("gpu-llama-125m", LLAMA_125M, seq_len=4096, rows=8, n_docs=600 if args.quick else 1500,
                               device="cuda", impls=["packed", "flex"], warmup=2, precision="bf16")

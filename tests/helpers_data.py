@@ -18,7 +18,7 @@ def write_jsonl(path: Path, rows: list, *, raw_lines: dict[int, bytes] | None = 
 
 
 def read_all(directory: Path) -> list[dict[str, np.ndarray]]:
-    from ipt_engine.data.shards import iter_samples
+    from ipt_engine.data.shard_reader import iter_samples
 
     return list(iter_samples(directory))
 

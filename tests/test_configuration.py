@@ -154,7 +154,7 @@ def test_train_print_config_is_the_resolved_config(capsys):
 
 def test_train_schema_and_errors_through_the_cli(capsys, tmp_path):
     code, out, _ = _cli(capsys, "train", "--schema")
-    assert code == 0 and "model.attn_implementation: 'packed' | 'flex' | 'sdpa' = 'packed'" in out
+    assert code == 0 and "model.attn_implementation: 'packed' | 'flex' | 'sdpa_dense' | 'sdpa_segments' = 'packed'" in out
     assert "global_train_batch_size: integer (required)" in out
     bad = tmp_path / "config.yaml"
     source = yaml.safe_load(TINY.read_text())
@@ -210,7 +210,7 @@ def test_convert_help_states_the_config_defaults(capsys):
 
 @settings(max_examples=25, deadline=None)
 @given(lr=st.floats(min_value=1e-7, max_value=1.0), batch=st.integers(min_value=1, max_value=4096),
-       steps=st.integers(min_value=1, max_value=10**7), attn=st.sampled_from(["packed", "flex", "sdpa"]),
+       steps=st.integers(min_value=1, max_value=10**7), attn=st.sampled_from(["packed", "flex", "sdpa_dense", "sdpa_segments"]),
        proportion=st.floats(min_value=0.01, max_value=1.0))
 def test_train_print_config_loads_back_to_the_same_config(lr, batch, steps, attn, proportion):
     from ipt_engine.train.config import TrainConfig, load_config

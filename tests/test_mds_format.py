@@ -118,6 +118,6 @@ def test_convert_imports_neither_torch_nor_transformers_nor_streaming(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] == "[]"
-    from ipt_engine.data.shards import iter_samples
+    from ipt_engine.data.shard_reader import iter_samples
 
     assert sum(len(s["tokens"]) for s in iter_samples(tmp_path / "out")) > 50 * 20

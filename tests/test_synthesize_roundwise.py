@@ -1,4 +1,5 @@
-"""synthesize(): same prompts and inherit_from_prev groups as the paper's round-by-round procedure."""
+"""The round-by-round driver (plan_chains + run_rounds) against an independent reference of the
+paper's procedure: same prompts, same batches, same inherit_from_prev groups; failures cost pairs only."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ipt_engine.synth import synthesize
+from ipt_engine.synth.engines import Completion, Engine
+from ipt_engine.synth.pipelined import run_rounds
+from ipt_engine.synth.planner import plan_chains
 
 
 # ---- an independent reference of the paper's procedure (1.5 x words, whole history or none) --------
@@ -66,16 +69,36 @@ def fake_generation(prompt: str) -> str:
     return "\n\n".join(out)
 
 
-class Recorder:
+class Recorder(Engine):
+    """A RoundEngine double: prompts travel as code points (encode/decode are exact), generations come
+    from :func:`fake_generation`; ``fail_first`` calls (or every call) raise as a broken engine would."""
+
+    name = "recorder"
+
     def __init__(self, fail_first: int = 0, fail_always: bool = False):
         self.batches: list[list[str]] = []
         self.fail_first, self.fail_always = fail_first, fail_always
 
-    def generate(self, prompts):
-        self.batches.append(list(prompts))
+    def encode(self, prompt):
+        return [ord(c) for c in prompt]
+
+    def answer(self, prompts):
+        return [fake_generation(p) for p in prompts]
+
+    def complete(self, prompts, max_tokens):
+        texts = ["".join(map(chr, ids)) for ids in prompts]
+        self.batches.append(texts)
         if self.fail_always or len(self.batches) <= self.fail_first:
             raise RuntimeError("engine down")
-        return [fake_generation(p) for p in prompts]
+        return [Completion(text=t, tokens=len(t.split()), finish_reason="stop") for t in self.answer(texts)]
+
+
+def synthesize(texts, engine, *, rounds, max_model_len=4096, max_new_tokens=400, tokenizer=None):
+    """The stage's round-by-round path on ``texts``: plan the chains, run them, their read collections."""
+    chains = plan_chains(texts, rounds, max_model_len=max_model_len, max_new_tokens=max_new_tokens,
+                         tokenizer=tokenizer)
+    run_rounds(chains, engine)
+    return [chain.entries() for chain in chains]
 
 
 _word = st.sampled_from("alpha beta gamma delta the of and code 42 x".split())
@@ -131,8 +154,8 @@ def test_engine_always_failing_never_ends_the_run():
 
 
 def test_wrong_number_of_generations_is_a_failure():
-    class Short:
-        def generate(self, prompts):
+    class Short(Recorder):
+        def answer(self, prompts):
             return ["<QUE> q <ANS> a </END>"][: len(prompts) - 1]
 
     with pytest.warns(UserWarning):

@@ -51,7 +51,7 @@ def test_overrides_reach_nested_keys_and_parse_as_yaml():
     "overrides, expected",
     [
         (["train_loader.shufle=true"], r"^command line: train_loader\.shufle: unknown key \(known keys here: cache_limit, "),
-        (["model.attn_implementation=flash"], r"model\.attn_implementation: must be one of 'packed', 'flex' or 'sdpa', got 'flash'$"),
+        (["model.attn_implementation=flash"], r"model\.attn_implementation: must be one of 'packed', 'flex', 'sdpa_dense' or 'sdpa_segments', got 'flash'$"),
         (["global_train_batch_size=eight"], r"global_train_batch_size: must be an integer, got 'eight'$"),
         (["global_train_batch_size=0"], r"global_train_batch_size: must be > 0, got 0$"),
         (["optimizer.lr=-1"], r"^command line: optimizer\.lr: must be > 0, got -1$"),
@@ -170,3 +170,20 @@ def test_meta_init_matches_a_cpu_built_model():
     for (name, a), (_, b) in zip(cpu.named_parameters(), meta.named_parameters()):
         assert not b.is_meta and a.shape == b.shape, name
         assert abs(float(a.std()) - float(b.std())) < 0.05 * float(a.std()) + 1e-6, name  # same init, other draws
+
+
+def test_attention_names_are_the_kernels_names():
+    from ipt_engine.kernels.backends import BACKENDS
+
+    from ipt_engine.train.attention import REGISTERED, kernel_backend
+
+    for impl in REGISTERED:
+        assert load_config(TINY, [f"model.attn_implementation={impl}"]).model.attn_implementation == impl
+        assert kernel_backend(impl, "cuda") == impl and kernel_backend(impl, "cpu") in BACKENDS
+    assert kernel_backend("packed", "cpu") == "sdpa_segments"  # the Triton kernel needs CUDA
+
+
+def test_the_earlier_sdpa_name_still_reads_as_sdpa_dense():
+    with pytest.warns(FutureWarning, match="now called 'sdpa_dense'"):
+        cfg = load_config(TINY, ["model.attn_implementation=sdpa"])
+    assert cfg.model.attn_implementation == "sdpa_dense"

@@ -43,7 +43,7 @@ def _grads(model) -> dict[str, torch.Tensor]:
     return {n: p.grad.detach().clone() for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("impl", ["packed", "flex", "sdpa"])
+@pytest.mark.parametrize("impl", ["packed", "flex", "sdpa_dense", "sdpa_segments"])
 def test_packed_loss_and_grads_equal_one_document_at_a_time(impl):
     rng = np.random.default_rng(1)
     rows = _documents(rng)

@@ -73,7 +73,7 @@ def _logged(path: Path) -> dict[int, dict[str, float]]:
 
 def _reference_loss(model, shard_dir: Path) -> tuple[float, int]:
     """Mean cross-entropy per predicted token over every document piece of the shards, each run alone."""
-    from ipt_engine.data.shards import iter_samples
+    from ipt_engine.data.shard_reader import iter_samples
 
     total, count = 0.0, 0
     for sample in iter_samples(shard_dir):

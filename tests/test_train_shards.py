@@ -140,7 +140,7 @@ def test_llm_foundry_legacy_bytes_column(tmp_path, dtype):
 
 def test_tokenizer_mismatch_is_one_clear_error(tmp_path):
     from ipt_engine.data.tokenizer_info import tokenizer_fingerprint
-    from ipt_engine.train.shards import inspect_stream
+    from ipt_engine.train.shard_check import inspect_stream
 
     tok = tokenizer()
     other = {**tokenizer_fingerprint(tok), "name": "gpt2", "vocab_size": 50257, "vocab_hash": "0123456789abcdef"}
@@ -152,7 +152,7 @@ def test_tokenizer_mismatch_is_one_clear_error(tmp_path):
 
 def test_seq_len_resolution(tmp_path):
     from ipt_engine.data.tokenizer_info import tokenizer_fingerprint
-    from ipt_engine.train.shards import inspect_stream, resolve_seq_len
+    from ipt_engine.train.shard_check import inspect_stream, resolve_seq_len
 
     tok = tokenizer()
     write_ipt_shards(tmp_path / "s", corpus_texts("raw", 5), tok=tok, max_seq_len=64)

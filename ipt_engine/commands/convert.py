@@ -81,37 +81,30 @@ def resolve_config(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from ipt_engine.data.convert import ConvertOptions
+    from ipt_engine.data.split import split_sides
 
     opts = ConvertOptions.from_config(
         resolve_config(args), inputs=args.inputs, output=args.output, workers=args.workers,
         on_error=args.on_error, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
     )
-    sides = [opts]
-    if getattr(args, "split", None):
-        import dataclasses
+    for side in split_sides(opts, getattr(args, "split", None), args.split_output):
+        if args.ray is not None:
+            from ipt_engine.data.convert_ray import RayConvertOptions, convert_on_ray
 
-        from ipt_engine.data.split import parse_split
+            res = convert_on_ray(side, RayConvertOptions(
+                address=args.ray, range_bytes=args.range_bytes, max_retries=args.max_range_retries))
+        else:
+            from ipt_engine.data.convert import convert
 
-        split = parse_split(args.split)
-        held_out = args.split_output or str(split.sibling(args.output))
-        sides = [dataclasses.replace(opts, select=(split.fraction, False)),
-                 dataclasses.replace(opts, output=held_out, select=(split.fraction, True))]
-    for side in sides:
-        _convert_one(args, side)
+            res = convert(side)
+        print_result(res)
     return 0
 
 
-def _convert_one(args: argparse.Namespace, opts: Any) -> None:
-    from ipt_engine.data.convert import convert
+def print_result(res: Any) -> None:
+    """The end-of-run summary of one conversion (a :class:`~ipt_engine.data.convert.ConvertResult`)."""
     from ipt_engine.summary import human, print_summary
 
-    if args.ray is not None:
-        from ipt_engine.data.convert_ray import RayConvertOptions, convert_on_ray
-
-        res = convert_on_ray(opts, RayConvertOptions(
-            address=args.ray, range_bytes=args.range_bytes, max_retries=args.max_range_retries))
-    else:
-        res = convert(opts)
     s = res.stats
     if res.already_complete:
         print(f"{res.output}: already complete (nothing to do)")

@@ -15,9 +15,10 @@ text (`ipt convert --split`), and the synthesized entries of those documents wit
 reports the held-out loss of both streams, and the held-out read collections and texts become the
 offline evaluation tasks. --compare instead trains two models from the same initialization for the same
 number of tokens — raw only, and raw + augmented as tiny-cpu.yaml mixes them — evaluates both and
-writes out/demo/compare/comparison.md and loss-curves.png. Every step resumes: a rerun skips what is complete. Synthesis
-runs in the synthesis environment (.venv-synth, or $IPT_SYNTH_PYTHON), because vLLM and Composer cannot
-share one; without it, steps 3-6 are skipped with a note. The synthesizer here is a tiny model
+writes out/demo/compare/comparison.md and loss-curves.png. Every step resumes: a rerun skips what is complete. The stages run in this process, except synthesis:
+it runs in the synthesis environment (.venv-synth beside this one, or $IPT_SYNTH_PYTHON), because vLLM
+and Composer cannot share one, crossed once with a job file (python -m ipt_engine.synth.job); without
+that environment, steps 3-6 are skipped with a note. The synthesizer here is a tiny model
 fine-tuned on CPU to write the synthesizer's format (built once, cached); pass --model to use the real
 instruction-pretrain/instruction-synthesizer on a GPU machine.
 
@@ -32,8 +33,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
+from typing import Any
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -58,61 +58,48 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="tasks `ipt eval` runs on the trained model(s) (empty: none)")
 
 
-def _synth_python() -> Path | None:
+def synth_python() -> Path | None:
+    """The synthesis environment's interpreter: $IPT_SYNTH_PYTHON, else ``.venv-synth`` beside the
+    environment running this (the set-up script makes both side by side), else in the working directory."""
     explicit = os.environ.get("IPT_SYNTH_PYTHON")
     if explicit:
         return Path(explicit)
-    candidate = REPO / ".venv-synth" / "bin" / "python"
-    return candidate if candidate.exists() else None
+    for root in (Path(sys.prefix).parent, Path.cwd()):
+        candidate = root / ".venv-synth" / "bin" / "python"
+        if candidate.exists():
+            return candidate
+    return None
 
 
-def _run_synth(py: Path, argv: list[str]) -> str:
-    """Run a command in the synth env; stream its stderr (progress) and return its stdout."""
+def run_synth_job(py: Path, job: dict[str, Any], job_file: Path) -> dict[str, Any]:
+    """Write ``job`` (a :class:`ipt_engine.synth.job.SynthJob`) to ``job_file`` and run it in the
+    synthesis environment; its progress streams to stderr, its result comes back as JSON."""
+    import json
+
+    import yaml
+
     from ipt_engine.errors import UserError
 
+    job_file.parent.mkdir(parents=True, exist_ok=True)
+    job_file.write_text(yaml.safe_dump(job, sort_keys=False))
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
            "VLLM_ENABLE_V1_MULTIPROCESSING": os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0")}
-    proc = subprocess.run([str(py), *argv], stdout=subprocess.PIPE, stderr=sys.stderr, text=True, env=env)
+    proc = subprocess.run([str(py), "-m", "ipt_engine.synth.job", str(job_file)], stdout=subprocess.PIPE,
+                          stderr=sys.stderr, text=True, env=env)
     if proc.returncode != 0:
-        raise UserError(f"synth env command failed (exit {proc.returncode}): {' '.join(argv[:4])} ...")
-    return proc.stdout
-
-
-def _eval_override(streams: dict[str, str]) -> str:
-    """The ``eval`` section of the training config: the held-out streams, or none."""
-    import json
-
-    return f"eval.streams={json.dumps(streams)}" if streams else "eval=null"
-
-
-def _split_synth(args: argparse.Namespace, work: Path, synth: Path) -> dict[str, object]:
-    """Held-out read collections (by each entry's context, the rule `ipt convert --split` applied to the
-    raw documents), the held-out raw texts, and the evaluation data built from both."""
-    import json
-
-    from ipt_engine.data.split import is_heldout
-    from ipt_engine.eval.data import build_eval_data, iter_texts, split_collections
-
-    out = work / "synth-split"
-    out.mkdir(parents=True, exist_ok=True)
-    train, heldout = out / "train.jsonl", out / "heldout.jsonl"
-    n_train, n_held = split_collections([synth], args.holdout, train, heldout)
-    texts = out / "heldout-texts.jsonl"
-    corpus = work / "corpus" / "raw.jsonl"
-    with open(texts, "w", encoding="utf-8") as f:
-        for text in iter_texts([corpus]):
-            if is_heldout(text, args.holdout):
-                f.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
-    counts = build_eval_data(work / "eval-data", collections=[heldout] if n_held else [], texts=[texts])
-    print(f"      held out: {n_held} synthesized entries of {n_train + n_held}; evaluation data "
-          + ", ".join(f"{k} {v}" for k, v in counts.items()) + f" -> {work / 'eval-data'}")
-    return {"train": train, "heldout": heldout, "entries": n_held}
+        raise UserError(f"synthesis job {job_file} failed in {py} (exit {proc.returncode})")
+    done: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return done
 
 
 def run(args: argparse.Namespace) -> int:
-    from ipt_engine.cli import main as ipt
+    from ipt_engine.commands.convert import print_result
+    from ipt_engine.configuration import load
     from ipt_engine.corpus import write_default_corpus
+    from ipt_engine.data.convert import ConvertOptions, convert
+    from ipt_engine.data.convert_config import ConvertConfig
     from ipt_engine.data.inspect import inspect_shards, plot_histogram, print_report
+    from ipt_engine.data.split import split_sides
     from ipt_engine.errors import UserError
     from ipt_engine.examples import example_path
     from ipt_engine.pipeline_report import Count, PipelineReport
@@ -132,61 +119,62 @@ def run(args: argparse.Namespace) -> int:
                 n = sum(1 for _ in f)
         row.items_out = Count(n, "docs")
 
-    def convert(src: Path, out: Path, split: list[str] | None = None) -> None:
-        code = ipt(["convert", str(src), "--output", str(out), "--tokenizer", "mistral-v1",
-                    "--max-seq-len", str(args.max_seq_len), "--packing", args.packing,
-                    "--workers", str(args.workers), "--resume", *(split or [])])
-        if code:
-            raise UserError(f"convert into {out} failed")
+    config = load(ConvertConfig, data={"tokenizer": "mistral-v1", "max_seq_len": args.max_seq_len,
+                                       "packing": args.packing})
+
+    def convert_into(src: Path, out: Path, split: str | None = None) -> None:
+        opts = ConvertOptions.from_config(config, inputs=[str(src)], output=str(out), workers=args.workers,
+                                          resume=True)
+        for side in split_sides(opts, split):
+            print_result(convert(side))
 
     if not 0.0 <= args.holdout < 1.0:
         raise UserError(f"--holdout: must be in [0, 1), got {args.holdout}")
     raw = work / "shards" / "raw"
     raw_holdout = work / "shards" / "raw-holdout"
-    split = ["--split", f"holdout={args.holdout}"] if args.holdout > 0 else []
+    split = f"holdout={args.holdout}" if args.holdout > 0 else None
     print(f"[2/{steps}] convert -> {raw}" + (f" (and {raw_holdout}: {args.holdout:.0%} held out)" if split else ""))
     with table.step("convert raw", raw):
-        convert(corpus, raw, split)
+        convert_into(corpus, raw, split)
     shard_dirs = [raw, *([raw_holdout] if split else [])]
 
     if not args.skip_synth:
-        py = _synth_python()
+        py = synth_python()
         if py is None:
             print("[3/6] no synthesis environment (.venv-synth): skipping synthesis, templify and training; "
                   "`scripts/setup.sh synth` builds it")
         else:
-            model = args.model
-            if model is None:
-                print("[3/6] synthesizer: tiny format-writing model (built once on CPU, then cached)")
-                with table.step("format model") as row:
-                    built = _run_synth(py, ["-m", "ipt_engine.synth.format_model"])
-                    model = row.output = built.strip().splitlines()[-1]
+            from ipt_engine.synth.config import load_config as load_synth_config
+            from ipt_engine.templify.stage import run_templify
+
             synth = work / "synth"
-            print(f"[3/6] synthesize {args.synth_limit} texts, {args.rounds} rounds -> {synth}")
-            with table.step("synthesize", synth):
-                _run_synth(py, ["-m", "ipt_engine", "synthesize", str(corpus), "--output", str(synth),
-                                "--model", model, "--rounds", str(args.rounds), "--limit", str(args.synth_limit),
-                                "--part-size", "16", "--resume",
-                                "--config", str(example_path("synth-cpu.yaml")),
-                                "--set", f"engine.max_model_len={args.max_seq_len}"])
+            synth_config = load_synth_config(example_path("synth-cpu.yaml"), [f"engine.max_model_len={args.max_seq_len}"])
+            who = args.model or "the tiny format-writing model (built once on CPU, then cached)"
+            print(f"[3/6] synthesize {args.synth_limit} texts, {args.rounds} rounds with {who} -> {synth}")
+            with table.step("synthesize", synth) as row:
+                done = run_synth_job(py, {
+                    "inputs": [str(corpus)], "output": str(synth), "model": args.model, "rounds": args.rounds,
+                    "limit": args.synth_limit, "part_size": 16, "config": synth_config.model_dump(mode="json"),
+                }, work / "synth-job.yaml")
+                row.items_in, row.items_out = Count(done["texts"], "texts"), Count(done["pairs"], "pairs")
             templified = work / "templified"
-            held = _split_synth(args, work, synth) if split else None
+            held = None
+            if split:
+                from ipt_engine.eval.pipeline_compare import split_synthesized
+
+                held = split_synthesized(work, synth, corpus, args.holdout)
             print(f"[4/6] templify -> {templified}")
             with table.step("templify", templified):
-                src = held["train"] if held else synth
-                if ipt(["templify", str(src), "--output", str(templified), "--resume"]):
-                    raise UserError("templify failed")
+                run_templify([held["train"] if held else synth], templified, resume=True)
                 if held and held["entries"]:
-                    if ipt(["templify", str(held["heldout"]), "--output", str(templified.with_name("templified-holdout")),
-                            "--resume"]):
-                        raise UserError("templify of the held-out collections failed")
+                    run_templify([held["heldout"]], templified.with_name("templified-holdout"), resume=True)
             augmented = work / "shards" / "augmented"
             augmented_holdout = work / "shards" / "augmented-holdout"
             print(f"[5/6] convert -> {augmented}")
             with table.step("convert augmented", augmented):
-                convert(templified, augmented)
+                convert_into(templified, augmented)
                 if held and held["entries"]:
-                    convert(templified.with_name("templified-holdout"), augmented_holdout)
+                    convert_into(templified.with_name("templified-holdout"), augmented_holdout)
                     shard_dirs.append(augmented_holdout)
             shard_dirs.append(augmented)
             streams = {"raw_holdout": raw_holdout, "augmented_holdout": augmented_holdout}
@@ -196,26 +184,15 @@ def run(args: argparse.Namespace) -> int:
 
                 run_comparison(args, work, table, raw=raw, augmented=augmented, eval_streams=eval_streams)
             elif args.train_steps > 0:
-                train = work / "train"
-                print(f"[6/6] train a tiny Llama on raw + augmented shards, {args.train_steps} batches -> {train}")
-                with table.step("train", train) as row:
-                    code = ipt(["train", str(example_path("tiny-cpu.yaml")),
-                                f"max_duration={args.train_steps}ba",
-                                f"train_loader.streams.raw.local={raw}",
-                                f"train_loader.streams.augmented.local={augmented}",
-                                f"save_folder={train}/{{run_name}}/checkpoints",
-                                f"loggers.jsonl.path={train}/{{run_name}}/metrics.jsonl",
-                                _eval_override(eval_streams)])
-                    if code:
-                        raise UserError("training failed")
-                    row.items_in, row.items_out = Count(len(shard_dirs), "streams"), Count(args.train_steps, "batches")
+                train_model(args, work, table, raw=raw, augmented=augmented, eval_streams=eval_streams,
+                            streams=len(shard_dirs))
                 tasks = [t for t in args.eval_tasks.split(",") if t]
                 if held and tasks:
                     from ipt_engine.eval.pipeline_compare import evaluate_model
 
                     print(f"[eval] ipt eval {','.join(tasks)} -> {work / 'eval'}")
                     with table.step("evaluate", work / "eval"):
-                        evaluate_model(train / "tiny-cpu" / "checkpoints" / "huggingface", tasks, work, "ipt")
+                        evaluate_model(work / "train" / "tiny-cpu" / "checkpoints" / "huggingface", tasks, work, "ipt")
 
     for d in shard_dirs:
         report = inspect_shards(d)
@@ -229,3 +206,30 @@ def run(args: argparse.Namespace) -> int:
     print()
     table.print()
     return 0
+
+
+def train_model(args: argparse.Namespace, work: Path, table: Any, *, raw: Path, augmented: Path,
+                eval_streams: dict[str, str], streams: int) -> None:
+    """Step 6: the tiny Llama of ``tiny-cpu.yaml`` on raw + augmented shards, in this process."""
+    import json
+    import logging
+
+    from ipt_engine.examples import example_path
+    from ipt_engine.pipeline_report import Count
+    from ipt_engine.train.config import load_config
+    from ipt_engine.train.main import train
+
+    out = work / "train"
+    print(f"[6/6] train a tiny Llama on raw + augmented shards, {args.train_steps} batches -> {out}")
+    with table.step("train", out) as row:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        cfg = load_config(example_path("tiny-cpu.yaml"), [
+            f"max_duration={args.train_steps}ba",
+            f"train_loader.streams.raw.local={raw}",
+            f"train_loader.streams.augmented.local={augmented}",
+            f"save_folder={out}/{{run_name}}/checkpoints",
+            f"loggers.jsonl.path={out}/{{run_name}}/metrics.jsonl",
+            f"eval.streams={json.dumps(eval_streams)}" if eval_streams else "eval=null",
+        ])
+        train(cfg)
+        row.items_in, row.items_out = Count(streams, "streams"), Count(args.train_steps, "batches")

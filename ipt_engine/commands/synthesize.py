@@ -22,15 +22,14 @@ change on --resume.
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # the engines import pydantic and, when built, vLLM: not at CLI start-up
-    from ipt_engine.synth.engines import Engine
+if TYPE_CHECKING:  # the stage imports pydantic and, when it builds an engine, vLLM: not at CLI start-up
+    from ipt_engine.synth.stage import EngineSpec
 
 DEFAULT_PART_SIZE = 1000
 CONFIG_MODEL = "ipt_engine.synth.config:SynthConfig"
@@ -72,115 +71,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# One part (runs in the main process, or in a worker process with its own engine)
-# --------------------------------------------------------------------------------------------------
-
-_ENGINE: dict[str, Engine] = {}
-
-
-def _worker_setup(gpus: list[str] | None) -> None:
-    """In a worker process: pin one GPU and keep vLLM's engine core in-process.
-
-    Pool workers are daemonic and may not start children, which vLLM's default multiprocessing
-    engine core would; one engine per process needs no extra process anyway.
-    """
-    import multiprocessing as mp
-
-    identity = getattr(mp.current_process(), "_identity", ()) or (0,)
-    worker = identity[0] - 1 if identity[0] else 0
-    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-    if gpus:
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[worker % len(gpus)]
-
-
-def get_engine(kind: str, model: str, config_dict: dict[str, Any], gpus: list[str] | None = None) -> Engine:
-    """The process's engine, created on first use (a resumed run that has nothing left starts none)."""
-    key = repr((kind, model, config_dict))
-    if key not in _ENGINE:
-        from ipt_engine.synth.config import from_dict
-        from ipt_engine.synth.engines import make_engine
-
-        if gpus is not None:
-            _worker_setup(gpus)
-        _ENGINE.clear()
-        _ENGINE[key] = make_engine(kind, model, from_dict(config_dict))
-    return _ENGINE[key]
-
-
-def close_engines() -> None:
-    for engine in _ENGINE.values():
-        engine.close()
-    _ENGINE.clear()
-
-
-def process_part(
-    kind: str,
-    model: str,
-    config_dict: dict[str, Any],
-    rounds: int,
-    gpus: list[str] | None,
-    live: Any,
-    index: int,
-    records: list[Any],
-) -> tuple[list[Any], dict[str, float]]:
-    """Plan one part's texts into chains, run them, return (read collections, stats)."""
-    from ipt_engine.synth.pipelined import run_chains
-    from ipt_engine.synth.planner import plan_chains
-
-    engine = get_engine(kind, model, config_dict, gpus)
-    cfg = config_dict
-    texts = [r.text for r in records]
-    chains = plan_chains(
-        texts,
-        rounds,
-        max_model_len=cfg["engine"]["max_model_len"],
-        max_new_tokens=cfg["sampling"]["max_tokens"],
-        tokenizer=engine.tokenizer,
-    )
-    progress = live.update if live is not None else None
-    drive = run_chains(chains, engine, scheduler=cfg["scheduler"], batch_size=cfg["engine"]["batch_size"],
-                       progress=progress)
-    rows = [chain.entries() for chain in chains]
-    entries = [e for row in rows for e in row]
-    stats = {
-        "texts": len(texts),
-        "chains": len(chains),
-        "entries": len(entries),
-        "entries_with_pairs": sum(1 for e in entries if e["QA_list"]),
-        "pairs": sum(len(e["QA_list"]) for e in entries),
-        "inherited": sum(1 for e in entries if e["inherit_from_prev"]),
-        "requests": drive.requests,
-        "unparsed": drive.unparsed,
-        "failed_requests": drive.failed_requests,
-        "generated_tokens": drive.generated_tokens,
-        "generate_seconds": drive.seconds,
-        "prompt_tokens": drive.prompt_tokens,
-        "cached_prompt_tokens": drive.cached_tokens,
-    }
-    return rows, stats
-
-
-class LiveProgress:
-    """A second progress line while a part is generating: requests/s and generated tokens/s."""
-
-    def __init__(self) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(unit="req", desc="generating", dynamic_ncols=True, position=1, leave=False)
-        self.tokens = 0
-        self.t0 = time.perf_counter()
-
-    def update(self, requests: int, tokens: int) -> None:
-        self.tokens += tokens
-        elapsed = max(time.perf_counter() - self.t0, 1e-9)
-        self.bar.set_postfix_str(f"{self.tokens / elapsed:,.0f} tok/s", refresh=False)
-        self.bar.update(requests)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-# --------------------------------------------------------------------------------------------------
 # The command
 # --------------------------------------------------------------------------------------------------
 
@@ -203,68 +93,24 @@ def resolve_config(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from ipt_engine.errors import UserError
-    from ipt_engine.io.discover import expand_inputs
-    from ipt_engine.io.parts import run_part_stage
-    from ipt_engine.synth.config import to_dict
+    from ipt_engine.synth.stage import EngineSpec, LiveProgress, run_synthesize
 
-    if args.rounds < 1:
-        raise UserError(f"--rounds must be at least 1, got {args.rounds}")
-    if args.workers < 1:
-        raise UserError(f"--workers must be at least 1, got {args.workers}")
-    if args.limit is not None and args.limit < 1:
-        raise UserError(f"--limit must be at least 1, got {args.limit}")
-    if args.part_size < 1:
-        raise UserError(f"--part-size must be at least 1, got {args.part_size}")
-    config = resolve_config(args)
-    config_dict = to_dict(config)
-    _check_ray_options(args, config_dict)
-    inputs = expand_inputs(args.inputs)
-    output = Path(args.output)
-    sources = inputs
-    text_field = args.text_field
-    params = {
-        "model": args.model,
-        "engine": args.engine,
-        "rounds": args.rounds,
-        "part_size": args.part_size,
-        "limit": args.limit,
-        "text_field": text_field,
-        "inputs": [str(p) for p in inputs],
-        # what may decide the generations, as dotted keys so a refused --resume names the one that
-        # changed; HTTP settings, the HF batch size and --workers do not, so they may change on resume
-        **{f"{section}.{k}": v for section in ("engine", "sampling") for k, v in config_dict[section].items()
-           if k != "batch_size"},
-        "scheduler": config_dict["scheduler"],
-    }
+    spec = EngineSpec(args.engine, args.model, _with_ray_options(args, resolve_config(args)))
     live = LiveProgress() if args.workers == 1 and args.ray is None and sys.stderr.isatty() else None
-    process = functools.partial(process_part, args.engine, args.model, config_dict, args.rounds,
-                                _gpus(args.workers), live)
-    executor = _ray_executor(args, config_dict) if args.ray is not None else None
+    executor = _ray_executor(args, spec) if args.ray is not None else None
     if executor is not None and args.ray_actors is None:
         executor.size()  # counts the cluster's GPUs: no GPUs and no --ray-actors fails before any output
+    output = Path(args.output)
     t0 = time.perf_counter()
     try:
-        result = run_part_stage(
-            stage="synthesize",
-            sources=sources,
-            output=output,
-            params=params,
-            process=process,
-            part_size=args.part_size,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            on_error=args.on_error,
-            text_field=text_field,
-            mode="text",
-            workers=args.workers,
-            progress_unit="text",
-            limit=args.limit,
-            executor=executor,
+        result = run_synthesize(
+            args.inputs, output, spec, rounds=args.rounds, part_size=args.part_size, limit=args.limit,
+            text_field=args.text_field, resume=args.resume, overwrite=args.overwrite, on_error=args.on_error,
+            workers=args.workers, gpus=_gpus(args.workers), executor=executor, live=live,
         )
     finally:
         if live is not None:
             live.close()
-        close_engines()
     if result.already_complete:
         print(f"ipt synthesize: {output} is already complete; nothing to do")
     extra = executor.summary_rows() if executor is not None and executor.actors else []
@@ -276,9 +122,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_ray_options(args: argparse.Namespace, config_dict: dict[str, Any]) -> None:
-    """One-line errors for the Ray options, before anything starts; --ray-gpus-per-actor G > 1 is
-    tensor parallelism inside each actor's engine."""
+def _with_ray_options(args: argparse.Namespace, config: Any) -> Any:
+    """One-line errors for the Ray options, before anything starts; the config to run with
+    (--ray-gpus-per-actor G > 1 is tensor parallelism inside each actor's engine)."""
     from ipt_engine.errors import UserError
 
     if args.ray is None:
@@ -287,7 +133,7 @@ def _check_ray_options(args: argparse.Namespace, config_dict: dict[str, Any]) ->
                                      ("--ray-gpus-per-actor", args.ray_gpus_per_actor, 1)):
             if value != default:
                 raise UserError(f"{flag} needs --ray ADDRESS")
-        return
+        return config
     if args.workers != 1:
         raise UserError("--workers and --ray do not go together: with --ray, --ray-actors sets the engines")
     if args.engine != "vllm":
@@ -300,14 +146,16 @@ def _check_ray_options(args: argparse.Namespace, config_dict: dict[str, Any]) ->
         raise UserError(f"--ray-gpus-per-actor must be at least 1, got {args.ray_gpus_per_actor}")
     if args.max_part_retries < 0:
         raise UserError(f"--max-part-retries must be at least 0, got {args.max_part_retries}")
-    tp = config_dict["engine"].get("tensor_parallel_size", 1)
+    tp = config.engine.tensor_parallel_size
     if args.ray_gpus_per_actor > 1:
         if tp not in (1, args.ray_gpus_per_actor):
             raise UserError(f"--ray-gpus-per-actor {args.ray_gpus_per_actor} but engine.tensor_parallel_size is {tp}")
-        config_dict["engine"]["tensor_parallel_size"] = args.ray_gpus_per_actor
+        engine = config.engine.model_copy(update={"tensor_parallel_size": args.ray_gpus_per_actor})
+        config = config.model_copy(update={"engine": engine})
+    return config
 
 
-def _ray_executor(args: argparse.Namespace, config_dict: dict[str, Any]) -> Any:
+def _ray_executor(args: argparse.Namespace, spec: EngineSpec) -> Any:
     import json
 
     from ipt_engine.errors import UserError
@@ -327,7 +175,7 @@ def _ray_executor(args: argparse.Namespace, config_dict: dict[str, Any]) -> Any:
         gpus_per_actor=args.ray_gpus_per_actor,
         cpus_per_actor=args.ray_cpus_per_actor,
         resources=resources,
-        engine_args=(args.engine, args.model, config_dict),
+        spec=spec,
         rounds=args.rounds,
         max_part_retries=args.max_part_retries,
         on_dispatch=_test_kill_hook(),

@@ -12,9 +12,6 @@ interruption continues where the last committed part ended.
 from __future__ import annotations
 
 import argparse
-import functools
-import hashlib
-from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,62 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def collection_seed(seed: int, source_number: int, line: int) -> int:
-    """A 64-bit seed from the run's seed and the collection's position; stable across processes."""
-    digest = hashlib.blake2b(f"{seed}:{source_number}:{line}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
-
-
-def validate_record(record: Any) -> str | None:
-    from ipt_engine.templify import collection_error
-
-    return collection_error(record.value)
-
-
-def process_part(
-    seed: int, source_numbers: dict[str, int], index: int, records: list[Any]
-) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Templify one part; top level (and bound with functools.partial) so worker processes can run it."""
-    from ipt_engine.templify import templify_valid
-
-    rows: list[dict[str, Any]] = []
-    pairs = entries = 0
-    for rec in records:
-        collection = rec.value
-        entries += len(collection)
-        pairs += sum(len(e["QA_list"]) for e in collection)
-        s = collection_seed(seed, source_numbers[rec.source], rec.index)
-        rows.extend({"text": t} for t in templify_valid(collection, s))
-    stats: dict[str, float] = {"collections": len(records), "entries": entries, "pairs": pairs, "texts": len(rows)}
-    return rows, stats
-
-
 def run(args: argparse.Namespace) -> int:
-    from ipt_engine.errors import UserError
-    from ipt_engine.io.discover import expand_inputs
-    from ipt_engine.io.parts import run_part_stage
     from ipt_engine.summary import human, print_summary
+    from ipt_engine.templify.stage import run_templify
 
-    if args.workers < 1:
-        raise UserError(f"--workers must be at least 1, got {args.workers}")
-    sources = expand_inputs(args.inputs)
-    numbers = {str(s): i for i, s in enumerate(sources)}
-    result = run_part_stage(
-        stage="templify",
-        sources=sources,
-        output=args.output,
-        params={"seed": args.seed},
-        process=functools.partial(process_part, args.seed, numbers),
-        part_size=args.part_size,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        on_error=args.on_error,
-        mode="json",
-        workers=args.workers,
-        progress_unit="coll",
-        reject_payload=None,
-        validate=validate_record,
-    )
+    result = run_templify(args.inputs, args.output, seed=args.seed, workers=args.workers,
+                          part_size=args.part_size, resume=args.resume, overwrite=args.overwrite,
+                          on_error=args.on_error)
     stats = result.stats
     if result.already_complete:
         print(f"ipt templify: {args.output} is already complete; nothing to do")

@@ -35,7 +35,7 @@ class ShardReport:
 
 def inspect_shards(directory: str | Path, *, decode: int = 0, tokenizer: str | None = None) -> ShardReport:
     from ipt_engine.data.convert import read_ipt_json
-    from ipt_engine.data.shards import iter_shard_samples, load_index
+    from ipt_engine.data.shard_reader import iter_shard_samples, load_index
 
     directory = Path(directory)
     if not directory.is_dir():

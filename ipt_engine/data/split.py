@@ -15,8 +15,12 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ipt_engine.errors import UserError
+
+if TYPE_CHECKING:
+    from ipt_engine.data.convert import ConvertOptions
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -59,3 +63,16 @@ def hash_fraction(text: str) -> float:
 def is_heldout(text: str, fraction: float) -> bool:
     """Whether a document with this text belongs to the held-out side of a ``fraction`` split."""
     return hash_fraction(text) < fraction
+
+
+def split_sides(opts: ConvertOptions, spec: str | None, held_out: str | Path | None = None) -> list[ConvertOptions]:
+    """The conversions that ``--split spec`` makes of ``opts``: the training side into ``opts.output``
+    and the held-out side into ``held_out`` (default ``OUT-NAME``); without a split, ``opts`` alone."""
+    import dataclasses
+
+    if not spec:
+        return [opts]
+    split = parse_split(spec)
+    target = str(held_out) if held_out else str(split.sibling(opts.output))
+    return [dataclasses.replace(opts, select=(split.fraction, False)),
+            dataclasses.replace(opts, output=target, select=(split.fraction, True))]

@@ -95,9 +95,12 @@ def _load_backend(path: str) -> BackendTokenizer | None:
     return BackendTokenizer(backend, path, ids)
 
 
-def load_tokenizer(name_or_path: str, *, backend_only: bool = False) -> Any:
-    """Load a fast Hugging Face tokenizer by local path, hub id or ``mistral-v1``; one-line error on failure.
+def load_tokenizer(name_or_path: str, *, backend_only: bool = False, fast_only: bool = True) -> Any:
+    """Load a Hugging Face tokenizer by local path, hub id or ``mistral-v1``; one-line error on failure.
 
+    The one loader of every stage. Conversion and training need the fast (Rust) implementation
+    (``fast_only``, the default): they tokenize in bulk and fingerprint the vocabulary. The synthesis
+    engines only count and encode prompts, so they accept a slow one (``fast_only=False``).
     ``backend_only`` returns a :class:`BackendTokenizer` (read from ``tokenizer.json`` without
     transformers where the directory allows it), for stages that only tokenize.
     """
@@ -118,7 +121,7 @@ def load_tokenizer(name_or_path: str, *, backend_only: bool = False) -> Any:
     except Exception as e:  # transformers raises OSError, ValueError, EnvironmentError, ...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"cannot load tokenizer {name_or_path!r}: {first}") from None
-    if not getattr(tok, "is_fast", False):
+    if fast_only and not getattr(tok, "is_fast", False):
         raise UserError(f"tokenizer {name_or_path!r} has no fast (Rust) implementation; convert it to tokenizer.json")
     return tok
 

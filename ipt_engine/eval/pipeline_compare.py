@@ -17,6 +17,27 @@ CONFIG = example_path("tiny-cpu.yaml")
 RUNS = {"raw": "raw only", "ipt": "raw + augmented"}
 
 
+def split_synthesized(work: Path, synth: Path, corpus: Path, fraction: float) -> dict[str, Any]:
+    """Held-out read collections (by each entry's context, the rule ``ipt convert --split`` applied to
+    the raw documents), the held-out raw texts, and the evaluation data built from both."""
+    from ipt_engine.data.split import is_heldout
+    from ipt_engine.eval.data import build_eval_data, iter_texts, split_collections
+
+    out = work / "synth-split"
+    out.mkdir(parents=True, exist_ok=True)
+    train, heldout = out / "train.jsonl", out / "heldout.jsonl"
+    n_train, n_held = split_collections([synth], fraction, train, heldout)
+    texts = out / "heldout-texts.jsonl"
+    with open(texts, "w", encoding="utf-8") as f:
+        for text in iter_texts([corpus]):
+            if is_heldout(text, fraction):
+                f.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
+    counts = build_eval_data(work / "eval-data", collections=[heldout] if n_held else [], texts=[texts])
+    print(f"      held out: {n_held} synthesized entries of {n_train + n_held}; evaluation data "
+          + ", ".join(f"{k} {v}" for k, v in counts.items()) + f" -> {work / 'eval-data'}")
+    return {"train": train, "heldout": heldout, "entries": n_held}
+
+
 def runnable_tasks(tasks: list[str], data: Path) -> list[str]:
     """The tasks whose data the held-out split produced (a tiny demo may hold out no synthesized entry)."""
     out = []

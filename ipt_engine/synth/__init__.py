@@ -1,6 +1,7 @@
 """Instruction synthesis: the synthesizer's prompt format, response parsing and multi-round planning.
 
-Pure Python, importable from both environments; the vLLM engines live in ``ipt_engine.synth.engines``.
+Pure Python, importable from both environments; the engines live in ``ipt_engine.synth.engines``, the drivers that run chains on them in
+``ipt_engine.synth.pipelined``, one part of the stage in ``ipt_engine.synth.stage``.
 """
 
 from ipt_engine.synth.parse import parse_pairs
@@ -12,7 +13,6 @@ from ipt_engine.synth.prompt import (
     render_pairs,
     render_prompt,
 )
-from ipt_engine.synth.synthesize import synthesize
 
 __all__ = [
     "Chain",
@@ -27,5 +27,4 @@ __all__ = [
     "render_pairs",
     "render_prompt",
     "split_to_fit",
-    "synthesize",
 ]

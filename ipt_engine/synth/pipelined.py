@@ -172,6 +172,8 @@ def run_rounds(
             batch = pending[start : start + size]
             try:
                 completions = engine.complete([_ids(r, engine) for _, r in batch], [r.max_tokens for _, r in batch])
+                if len(completions) != len(batch):  # a chain without its answer would be asked again forever
+                    raise RuntimeError(f"engine returned {len(completions)} completions for {len(batch)} prompts")
             except Exception:  # this batch only; its chains retry in the next pass
                 stats.failed_requests += len(batch)
                 for chain, _ in batch:

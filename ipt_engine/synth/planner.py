@@ -6,8 +6,8 @@ with the chain's earlier rounds (context + pairs + ``</s>``, oldest first) in fr
 the synthesizer sees worked examples, and the resulting entries are later rendered as one few-shot text.
 
 Instead of a loop over rounds, this module exposes one :class:`Chain` per chain that answers two
-questions: *what is my next request?* and *here is its generation, update yourself*. A round-by-round
-driver (:func:`ipt_engine.synth.synthesize.synthesize`) and a pipelined engine that keeps the GPU full
+questions: *what is my next request?* and *here is its generation, update yourself*. The round-by-round
+driver (:func:`ipt_engine.synth.pipelined.run_rounds`) and the pipelined one that keeps the GPU full
 by sending a chain's next round as soon as its previous one returns both drive the same code, so they
 cannot disagree on prompts or on the ``inherit_from_prev`` groups.
 

@@ -1,8 +1,8 @@
 """``ipt synthesize --ray``: parts run on Ray actors, one long-lived engine each, across a cluster.
 
-Each actor builds one engine from the same kind, model and config as the local path
-(:func:`ipt_engine.commands.synthesize.get_engine`) and runs whole parts through the same
-:func:`~ipt_engine.commands.synthesize.process_part`, so the planner, chain pipelining and the prefix
+Each actor builds one engine from the same :class:`~ipt_engine.synth.stage.EngineSpec` as the local
+path (:func:`ipt_engine.synth.stage.get_engine`) and runs whole parts through the same
+:func:`~ipt_engine.synth.stage.process_part`, so the planner, chain pipelining and the prefix
 cache all stay inside one engine and a part's rows do not depend on which actor ran it.
 
 The driver keeps the manifest: :class:`RayPartExecutor` is a :class:`~ipt_engine.io.parts.PartExecutor`,
@@ -27,9 +27,12 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ipt_engine.errors import UserError
+
+if TYPE_CHECKING:
+    from ipt_engine.synth.stage import EngineSpec
 
 # Environment an actor's engine needs to see as the driver does (vLLM's CPU KV cache size, the asset
 # cache with the format model, ...). An actor on another node gets the driver's values.
@@ -48,7 +51,7 @@ def _lost_worker_errors() -> tuple[type[BaseException], ...]:
 class PartActor:
     """One engine in one Ray actor process (wrapped with ``ray.remote`` by :func:`_actor_class`)."""
 
-    def __init__(self, env: dict[str, str], engine_args: tuple[str, str, dict[str, Any]], slot: int) -> None:
+    def __init__(self, env: dict[str, str], spec: EngineSpec, slot: int) -> None:
         os.environ.update(env)
         # The engine core runs in this process (no child process per engine): a restarted actor then
         # takes its engine down with it, and vLLM's CPU build keeps its thread binding here.
@@ -56,17 +59,17 @@ class PartActor:
         cpus = os.environ.get("IPT_CPU_AFFINITY")
         if cpus:  # "0,1": pin this engine to those cores (before torch starts its threads)
             os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
-        self.engine_args = engine_args
+        self.spec = spec
         self.slot = slot
 
     def ready(self) -> dict[str, Any]:
         """Build the engine now (so a bad model fails at start, once) and say where this actor runs."""
         import socket
 
-        from ipt_engine.commands.synthesize import get_engine
+        from ipt_engine.synth.stage import get_engine
 
         t0 = time.perf_counter()
-        get_engine(*self.engine_args)
+        get_engine(self.spec)
         return {"pid": os.getpid(), "node": socket.gethostname(), "start_seconds": time.perf_counter() - t0}
 
     def pid(self) -> int:
@@ -74,18 +77,17 @@ class PartActor:
 
     def reset_prefix_cache(self) -> None:
         """Forget cached prompts (benchmarks: no timed run inherits another's prefixes)."""
-        from ipt_engine.commands.synthesize import get_engine
         from ipt_engine.synth.engines.vllm_engine import VLLMEngine
+        from ipt_engine.synth.stage import get_engine
 
-        engine = get_engine(*self.engine_args)
+        engine = get_engine(self.spec)
         if isinstance(engine, VLLMEngine):  # the only engine with a prefix cache of its own
             engine.llm.reset_prefix_cache()
 
     def process(self, rounds: int, index: int, records: list[Any]) -> tuple[list[Any], dict[str, float]]:
-        from ipt_engine.commands.synthesize import process_part
+        from ipt_engine.synth.stage import process_part
 
-        kind, model, config_dict = self.engine_args
-        rows, stats = process_part(kind, model, config_dict, rounds, None, None, index, records)
+        rows, stats = process_part(self.spec, rounds, None, None, index, records)
         return rows, {**stats, "_pid": os.getpid()}
 
 
@@ -165,7 +167,7 @@ class RayPartExecutor:
         address: str,
         actors: int | None,
         gpus_per_actor: float,
-        engine_args: tuple[str, str, dict[str, Any]],
+        spec: EngineSpec,
         rounds: int,
         max_part_retries: int = 2,
         cpus_per_actor: float | None = None,
@@ -176,7 +178,7 @@ class RayPartExecutor:
         if max_part_retries < 0:
             raise UserError(f"--max-part-retries must be at least 0, got {max_part_retries}")
         self.address = address
-        self.engine_args = engine_args
+        self.spec = spec
         self.rounds = rounds
         self.max_part_retries = max_part_retries
         self.gpus_per_actor = gpus_per_actor
@@ -242,7 +244,7 @@ class RayPartExecutor:
         base_env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
         for slot in range(n):
             env = {**base_env, **(self.actor_env(slot) if self.actor_env else {})}
-            handle = cls.options(**options).remote(env, self.engine_args, slot)
+            handle = cls.options(**options).remote(env, self.spec, slot)
             self.actors.append(ActorState(slot=slot, handle=handle))
         pending = {a.handle.ready.remote(): a for a in self.actors}
         try:

@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-# ipt attention implementation -> name registered with transformers
-REGISTERED = {"packed": "ipt_packed", "flex": "ipt_flex", "sdpa": "ipt_sdpa"}
+# attn_implementation (ipt_engine.kernels.backends' names) -> the name registered with transformers
+REGISTERED = {impl: f"ipt_{impl}" for impl in ("packed", "flex", "sdpa_dense", "sdpa_segments")}
 CONTEXT_KWARG = "ipt_attention"
 
 
@@ -32,7 +32,7 @@ class PackedAttentionContext:
     block_mask: Any = None
     """FlexAttention BlockMask (``flex``), built once instead of once per layer."""
     dense_mask: Any = None
-    """``[total, total]`` bool mask (``sdpa``), built once instead of once per layer."""
+    """``[total, total]`` bool mask (``sdpa_dense``), built once instead of once per layer."""
 
 
 def build_context(impl: str, meta: Any, device_type: str) -> PackedAttentionContext:
@@ -57,7 +57,7 @@ def kernel_backend(impl: str, device_type: str) -> str:
         # The Triton kernel runs on CPU only under the interpreter (seconds per tile), so CPU runs use
         # the same math as SDPA per document (no mask, no cross-document pairs).
         return "packed" if device_type == "cuda" else "sdpa_segments"
-    return {"flex": "flex", "sdpa": "sdpa_dense"}[impl]
+    return impl
 
 
 def _make_forward(impl: str):

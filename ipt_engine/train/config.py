@@ -15,12 +15,13 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from ipt_engine.configuration import Invalid, Section, load
 from ipt_engine.errors import UserError
 
-AttnImplementation = Literal["packed", "flex", "sdpa"]
+# The kernels' own names (ipt_engine.kernels.backends), one vocabulary for configs, benchmarks and kernels.
+AttnImplementation = Literal["packed", "flex", "sdpa_dense", "sdpa_segments"]
 _TIME = re.compile(r"^\d+(ep|ba|sp|tok)$")
 _DURATION = re.compile(r"^(\d+(ep|ba|sp|tok)|(0?\.\d+|1(\.0*)?)dur)$")
 _TIME_RULE = "must be a Composer time such as 100ba, 1ep, 5000sp or 1000000tok"
@@ -54,8 +55,20 @@ class ModelConfig(Section):
     config_overrides: dict[str, Any] = Field(default_factory=dict)
     """Fields of the Hugging Face config to set (``num_hidden_layers``, ``hidden_size``, ...)."""
     attn_implementation: AttnImplementation = "packed"
-    """``packed``: the varlen Triton kernel on CUDA (PyTorch reference on CPU); ``flex``: FlexAttention
-    with a document mask; ``sdpa``: scaled-dot-product attention with a dense block-diagonal mask."""
+    """``packed``: the varlen Triton kernel on CUDA (``sdpa_segments`` on CPU); ``flex``: FlexAttention
+    with a document mask; ``sdpa_dense``: scaled-dot-product attention with a dense block-diagonal mask;
+    ``sdpa_segments``: causal SDPA on each document in turn. (``sdpa``, the earlier name of
+    ``sdpa_dense``, is still read.)"""
+
+    @field_validator("attn_implementation", mode="before")
+    @classmethod
+    def _renamed(cls, value: Any) -> Any:
+        if value == "sdpa":
+            import warnings
+
+            warnings.warn("model.attn_implementation: 'sdpa' is now called 'sdpa_dense'", FutureWarning, stacklevel=2)
+            return "sdpa_dense"
+        return value
     init_device: Literal["cpu", "meta"] = "cpu"
     """``meta`` builds the model without memory and lets FSDP materialize each shard on its GPU."""
     gradient_checkpointing: bool = False

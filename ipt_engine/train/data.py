@@ -20,7 +20,7 @@ import numpy as np
 from ipt_engine.errors import UserError
 from ipt_engine.train.collator import PackedCollator, split_at_eos
 from ipt_engine.train.config import LoaderConfig
-from ipt_engine.train.shards import ShardInfo, inspect_stream, resolve_seq_len
+from ipt_engine.train.shard_check import ShardInfo, inspect_stream, resolve_seq_len
 
 
 def decode_legacy_bytes(raw: bytes, vocab_size: int) -> np.ndarray:

@@ -46,12 +46,13 @@ def cluster(format_model):
 
 @pytest.fixture(scope="module")
 def job(tmp_path_factory, format_model, texts):
-    from ipt_engine.synth.config import from_dict, to_dict
+    from ipt_engine.synth.config import from_dict
+    from ipt_engine.synth.stage import EngineSpec
 
     d = tmp_path_factory.mktemp("ray")
     (d / "corpus.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     (d / "synth.yaml").write_text(yaml.safe_dump(CONFIG))
-    return {"dir": d, "engine_args": ("vllm", format_model, to_dict(from_dict(CONFIG)))}
+    return {"dir": d, "spec": EngineSpec("vllm", format_model, from_dict(CONFIG))}
 
 
 class KeepOpen:
@@ -77,7 +78,7 @@ class KeepOpen:
 def actors(cluster, job):
     from ipt_engine.synth.ray_runner import RayPartExecutor
 
-    ex = RayPartExecutor(address=cluster, actors=2, gpus_per_actor=1, engine_args=job["engine_args"],
+    ex = RayPartExecutor(address=cluster, actors=2, gpus_per_actor=1, spec=job["spec"],
                          rounds=ROUNDS, resources=SLOT)
     yield ex
     ex.close()
@@ -87,11 +88,10 @@ def actors(cluster, job):
 
 
 def _stage(job, out: Path, *, executor=None, resume=False):
-    from ipt_engine.commands.synthesize import process_part
     from ipt_engine.io.parts import run_part_stage
+    from ipt_engine.synth.stage import process_part
 
-    kind, model, config_dict = job["engine_args"]
-    process = functools.partial(process_part, kind, model, config_dict, ROUNDS, None, None)
+    process = functools.partial(process_part, job["spec"], ROUNDS, None, None)
     return run_part_stage(stage="synthesize", sources=[job["dir"] / "corpus.jsonl"], output=out,
                           params={"test": 1}, process=process, part_size=PART_SIZE, resume=resume,
                           executor=KeepOpen(executor) if executor is not None else None)
@@ -136,7 +136,7 @@ def _kill_first_attempt_of(part: int):
 @pytest.fixture(scope="module")
 def reference(job, tmp_path_factory):
     """The local path's output (one engine in this process, no Ray)."""
-    from ipt_engine.commands.synthesize import close_engines
+    from ipt_engine.synth.stage import close_engines
 
     out = tmp_path_factory.mktemp("local") / "out"
     try:
@@ -212,7 +212,7 @@ def test_part_out_of_retries_fails_alone_and_resumes(actors, job, reference, tmp
 
 def test_killed_driver_resumes_exactly(cluster, actors, job, reference, texts, tmp_path):
     actors.close()  # the CLI below starts its own two actors: free the module's gpu_slots for them
-    d, (_, model, _) = job["dir"], job["engine_args"]
+    d, model = job["dir"], job["spec"].model
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "ipt_engine", "synthesize", str(d / "corpus.jsonl"), "--output", str(out),
            "--model", model, "--rounds", str(ROUNDS), "--part-size", str(PART_SIZE), "--config", str(d / "synth.yaml")]

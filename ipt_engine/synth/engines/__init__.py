@@ -135,15 +135,3 @@ def make_engine(kind: str, model: str, config: SynthConfig | None = None) -> Eng
 
         return OpenAIEngine(model, config)
     raise UserError(f"unknown engine {kind!r} (expected one of {', '.join(ENGINES)})")
-
-
-def load_tokenizer(model: str) -> Any:
-    """The model's own tokenizer (token budgets are counted in it); a clear error when it is missing."""
-    try:
-        from transformers import AutoTokenizer
-    except ImportError:
-        raise UserError("this engine needs the `transformers` package for the model's tokenizer") from None
-    try:
-        return AutoTokenizer.from_pretrained(model)
-    except (OSError, ValueError) as e:
-        raise UserError(f"{model}: cannot load the model's tokenizer ({str(e).splitlines()[0]})") from None

@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ipt_engine.data.tokenizer_info import load_tokenizer
 from ipt_engine.errors import UserError
 from ipt_engine.synth.config import SynthConfig
-from ipt_engine.synth.engines import Completion, Engine, load_tokenizer
+from ipt_engine.synth.engines import Completion, Engine
 
 _DTYPES = {"auto": None, "float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
 
@@ -32,7 +33,7 @@ class HFEngine(Engine):
             raise UserError(f"engine.dtype {config.engine.dtype!r} is not one of {', '.join(_DTYPES)}")
         self.config = config
         self.default_max_tokens = config.sampling.max_tokens
-        self.tokenizer = load_tokenizer(model)
+        self.tokenizer = load_tokenizer(model, fast_only=False)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = _DTYPES[config.engine.dtype]
         kwargs: dict[str, Any] = {"dtype" if _new_transformers() else "torch_dtype": getattr(torch, dtype) if dtype else "auto"}

@@ -35,9 +35,10 @@ from typing import Any
 import httpx
 import tenacity
 
+from ipt_engine.data.tokenizer_info import load_tokenizer
 from ipt_engine.errors import UserError
 from ipt_engine.synth.config import SynthConfig
-from ipt_engine.synth.engines import Completion, Engine, load_tokenizer
+from ipt_engine.synth.engines import Completion, Engine
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class OpenAIEngine(Engine):
         self.config = config
         self.default_max_tokens = config.sampling.max_tokens
         self.model = o.served_model or model
-        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model)
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model, fast_only=False)
         self.urls = [u.rstrip("/") for u in o.base_urls]
         self._next_url = itertools.count()
         self._lock = threading.Lock()
