@@ -1,4 +1,6 @@
-"""`ipt convert --ray`: range planning, and conversion on one real local Ray cluster (2 CPUs, 2 ranges).
+"""`ipt convert --ray`: range planning, and conversion on a real local Ray cluster of two nodes
+(1 CPU each, so the two ranges run on different nodes), a worker killed mid-range and a driver killed
+mid-run.
 
 References are independent of the Ray path: the local `ipt convert` output read back with the stock
 StreamingDataset, and the input records read whole by the reader.
@@ -53,10 +55,17 @@ def test_ranges_cover_every_record_once_in_order(tmp_path, corpus_docs):
 # -- on a cluster ------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def ray_cluster():
+    """Two nodes of one CPU each; this process is connected to it, so ``--ray local`` in-process joins it
+    (a connected driver keeps its cluster) and a subprocess reaches it by address."""
     ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, log_to_driver=False)
+    yield cluster
     ray.shutdown()
+    cluster.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -243,4 +252,46 @@ def test_resume_adopts_a_partition_committed_after_the_driver_died(tmp_path, ray
     after = json.loads((out / "manifest.json").read_text())
     assert after["committed"]["part-00001"]["adopted"] is True and after["resumed_ranges"] == 2
     assert as_pairs(_stock(out)) == as_pairs(ray_run[1])
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_killed_driver_resumes_exactly(tmp_path, ray_cluster, ray_run, default_corpus):
+    """SIGKILL the CLI driver once its first range is committed (its tasks die with it), then --resume:
+    the committed ranges are kept, the rest redone, the samples are those of an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    out = tmp_path / "mds"
+    argv = [sys.executable, "-m", "ipt_engine", "convert", str(default_corpus), "-o", str(out), "--packing", "bfd",
+            "--max-seq-len", str(N), "--workers", "0", "--no-progress", "--ray", ray_cluster.address,
+            "--range-bytes", str(default_corpus.stat().st_size // 6 + 1)]  # six ranges, two at a time
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    manifest = out / "manifest.json"
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if json.loads(manifest.read_text()).get("committed"):
+                    break
+            except (FileNotFoundError, json.JSONDecodeError):
+                pass
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    partial = json.loads(manifest.read_text())
+    assert not partial["complete"] and 1 <= len(partial["committed"]) < 6, partial
+    assert not (out / "index.json").exists()
+    again = subprocess.run([*argv, "--resume"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    final = json.loads(manifest.read_text())
+    assert final["complete"] and len(final["committed"]) == 6
+    assert all(final["committed"][k] == v for k, v in partial["committed"].items())  # kept, not redone
+    assert _doc_multiset(_stock(out)) == _doc_multiset(ray_run[1])  # 0 lost, 0 duplicated
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
