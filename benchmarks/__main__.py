@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ipt_engine.bench_options import add_bench_arguments
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -121,14 +123,7 @@ def draw_missing_plots(out: Path, *, since: float) -> list[Path]:
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("suites", nargs="*", metavar="SUITE",
-                        help=f"suites to run (default: all that can run here): {', '.join(SUITES)}")
-    parser.add_argument("--quick", action="store_true", help="each suite's smoke mode (all CPU suites in ~3 min)")
-    parser.add_argument("--profile", type=Path, metavar="DIR", default=None,
-                        help="write torch.profiler traces + top-15 tables (attention, train, loader, synth) under DIR")
-    parser.add_argument("--out", type=Path, metavar="DIR", default=None,
-                        help="results directory (default benchmarks/results); SUMMARY.md is written there")
-    parser.add_argument("--summary", action="store_true", help="only regenerate SUMMARY.md, run nothing")
+    add_bench_arguments(parser)
     return parser
 
 

@@ -48,9 +48,16 @@ def _bars(doc: dict[str, Any], path: Path, labels: list[str], values: list[float
                   + "; whiskers: range over repeats")
     machine = doc.get("env", {}).get("gpu") or doc.get("env", {}).get("cpu", "")
     ax.set_title(f"{doc.get('suite')} — {machine}, {str(doc.get('timestamp', ''))[:10]}", fontsize=10)
+    return save_beside(fig, path, dpi=110)
+
+
+def save_beside(fig: Any, results_json: str | Path, *, dpi: int = 120) -> Path:
+    """Lay out ``fig``, write it as the PNG beside ``results_json`` (same name) and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    out = path.with_suffix(".png")
-    fig.savefig(out, dpi=110)
+    out = Path(results_json).with_suffix(".png")
+    fig.savefig(out, dpi=dpi)
     plt.close(fig)
     return out
 

@@ -796,11 +796,9 @@ def plot(results_json: Path) -> Path:
         ax.set_title(f"M={rounds}: medians (bars), repeats (dots), predicted (dashed); ×: vs paper", fontsize=9)
     fig.suptitle(f"ipt synthesize vs the paper's procedure and what users run instead — "
                  f"{doc['env']['gpu'] or doc['env']['cpu']}", fontsize=10)
-    fig.tight_layout()
-    out = Path(results_json).with_suffix(".png")
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    from benchmarks.plots import save_beside
+
+    return save_beside(fig, results_json)
 
 
 if __name__ == "__main__":

@@ -258,11 +258,9 @@ def plot(results_json: Path) -> Path:
     ax.set_title(f"ipt synthesize --ray — {doc['env']['gpu'] or doc['env']['cpu']}\n"
                  f"per-part overhead {der.get('per_part_overhead_s', 0) * 1000:+.0f} ms "
                  f"on {der.get('local_part_seconds', 0):.1f} s parts", fontsize=9)
-    fig.tight_layout()
-    out = Path(results_json).with_suffix(".png")
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    from benchmarks.plots import save_beside
+
+    return save_beside(fig, results_json)
 
 
 if __name__ == "__main__":

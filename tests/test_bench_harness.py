@@ -77,3 +77,18 @@ def test_quick_run_of_every_cpu_suite(tmp_path):
     summary = (tmp_path / "SUMMARY.md").read_text()
     for suite in written:
         assert f"| {suite} |" in summary
+
+
+def test_ipt_bench_and_the_harness_share_one_set_of_options(tmp_path, capsys):
+    import benchmarks.__main__ as harness
+    from ipt_engine.bench_options import SUITE_NAMES
+    from ipt_engine.cli import main
+
+    assert tuple(harness.SUITES) == SUITE_NAMES
+    for name in ("train.json", "other.txt"):  # a results file of the schema, and something else
+        (tmp_path / name).write_text(json.dumps(_doc("train", "2026-12-01T00:00:00", [case(
+            "step", {}, "s", 2.0, 1.0, higher_is_better=False)])) if name.endswith(".json") else "x")
+    assert main(["bench", "--summary", "--out", str(tmp_path)]) == 0
+    summary = (tmp_path / "SUMMARY.md").read_text()
+    assert "| train | step | s | 2.00 | 1.00 | **2.00×** |" in summary and "other.txt" not in summary
+    assert main(["bench", "nosuch"]) == 2 and "unknown suite" in capsys.readouterr().err

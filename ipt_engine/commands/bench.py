@@ -27,16 +27,9 @@ def _harness():
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    # The options are defined here (standard library only) so `ipt --help` stays instant; they mirror
-    # benchmarks.__main__.build_parser, which `ipt bench` hands the parsed namespace to.
-    parser.add_argument("suites", nargs="*", metavar="SUITE",
-                        help="attention, train, loader, convert, templify, synth (default: all that can run here)")
-    parser.add_argument("--quick", action="store_true", help="each suite's smoke mode")
-    parser.add_argument("--profile", type=Path, metavar="DIR", default=None,
-                        help="write torch.profiler traces and top-15 tables under DIR")
-    parser.add_argument("--out", type=Path, metavar="DIR", default=None,
-                        help="results directory (default benchmarks/results)")
-    parser.add_argument("--summary", action="store_true", help="only regenerate SUMMARY.md")
+    from ipt_engine.bench_options import add_bench_arguments
+
+    add_bench_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
