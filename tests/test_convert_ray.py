@@ -259,12 +259,11 @@ def test_killed_driver_resumes_exactly(tmp_path, ray_cluster, ray_run, default_c
     """SIGKILL the CLI driver once its first range is committed (its tasks die with it), then --resume:
     the committed ranges are kept, the rest redone, the samples are those of an uninterrupted run."""
     import os
-    import signal
     import subprocess
     import sys
-    import time
 
     from tests.conftest import REPO
+    from tests.helpers_process import manifest_has, sigkill_when
 
     out = tmp_path / "mds"
     argv = [sys.executable, "-m", "ipt_engine", "convert", str(default_corpus), "-o", str(out), "--packing", "bfd",
@@ -272,19 +271,8 @@ def test_killed_driver_resumes_exactly(tmp_path, ray_cluster, ray_run, default_c
             "--range-bytes", str(default_corpus.stat().st_size // 6 + 1)]  # six ranges, two at a time
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    sigkill_when(proc, manifest_has(out, "committed"), timeout=300)
     manifest = out / "manifest.json"
-    deadline = time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if json.loads(manifest.read_text()).get("committed"):
-                    break
-            except (FileNotFoundError, json.JSONDecodeError):
-                pass
-            time.sleep(0.02)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
     partial = json.loads(manifest.read_text())
     assert not partial["complete"] and 1 <= len(partial["committed"]) < 6, partial
     assert not (out / "index.json").exists()

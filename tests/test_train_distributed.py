@@ -35,23 +35,8 @@ BIN = Path(sys.executable).parent
 SAMPLES = 16
 GLOBAL_BATCH = 4
 
-RECORDER = """
-import json, os, sys
-from composer import Callback
-from ipt_engine.train.config import load_config
-from ipt_engine.train.main import train
-
-class RecordSamples(Callback):
-    def after_dataloader(self, state, logger):
-        rows = [ids[: int(lens.sum())].tolist() for ids, lens in zip(state.batch["input_ids"], state.batch["doc_lens"])]
-        with open(os.path.join(sys.argv[1], f"samples-rank{os.environ.get('RANK', '0')}.jsonl"), "a") as f:
-            f.write(json.dumps({"step": int(state.timestamp.batch), "rows": rows}) + "\\n")
-
-train(load_config(sys.argv[2], sys.argv[3:]), extra_callbacks=[RecordSamples()])
-"""
-
-
 def _config(tmp: Path, shards: Path, run: Path) -> Path:
+    """tiny-cpu.yaml on ``shards``, with its export, metrics and the per-rank batch log under ``run``."""
     import yaml
 
     cfg = yaml.safe_load((REPO / "examples" / "tiny-cpu.yaml").read_text())
@@ -61,6 +46,7 @@ def _config(tmp: Path, shards: Path, run: Path) -> Path:
                save_folder=str(run / "ckpt"), save_interval="2ba", run_name=run.name,
                loggers={"console_log_interval": "1ba", "jsonl": {"path": str(run / "metrics.jsonl")}},
                export={"hf_folder": str(run / "hf"), "dtype": "float32"})
+    cfg.setdefault("callbacks", {})["batch_log"] = {"folder": str(run)}
     cfg["scheduler"]["t_warmup"] = "1ba"
     path = tmp / f"{run.name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -87,31 +73,31 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("dist")
     write_ipt_shards(root / "shards-1", corpus_texts("raw"), max_seq_len=64, max_rows=SAMPLES)
     shutil.copytree(root / "shards-1", root / "shards-2")  # concurrent runs never share a Streaming dir
-    script = root / "record.py"
-    script.write_text(RECORDER)
     one, two = root / "one", root / "two"
     for run in (one, two):
         run.mkdir()
     cfg1 = _config(root, root / "shards-1", one)
     cfg2 = _config(root, root / "shards-2", two)
-    p1 = _start([sys.executable, str(script), str(one), str(cfg1)], root)
-    p2 = _start([str(BIN / "composer"), "-n", "2", "--master_port", "29517", str(script), str(two), str(cfg2)], root)
+    # The user's commands: one process, and Composer's launcher with two ranks (gloo on CPU).
+    p1 = _start([sys.executable, "-m", "ipt_engine.train", str(cfg1)], root)
+    p2 = _start([str(BIN / "composer"), "-n", "2", "--master_port", "29517", "-m", "ipt_engine.train", str(cfg2)], root)
     results = {"one": _finish(p1), "two": _finish(p2)}
     for name, (rc, out, err) in results.items():
         assert rc == 0, f"{name}: {(out + err)[-4000:]}"
     return root, cfg1
 
 
-def _rows(path: Path) -> list[tuple[int, ...]]:
-    return [tuple(row) for rec in map(json.loads, path.read_text().splitlines()) for row in rec["rows"]]
+def _rows(path: Path) -> list[str]:
+    """The digests of every row a rank trained on (callbacks.batch_log)."""
+    return [row for rec in map(json.loads, path.read_text().splitlines()) for row in rec["rows"]]
 
 
 def test_ranks_read_disjoint_samples_covering_the_epoch(runs):
     root, _ = runs
-    rank0, rank1 = _rows(root / "two" / "samples-rank0.jsonl"), _rows(root / "two" / "samples-rank1.jsonl")
+    rank0, rank1 = _rows(root / "two" / "batches-rank0.jsonl"), _rows(root / "two" / "batches-rank1.jsonl")
     assert len(rank0) == len(rank1) == SAMPLES // 2
     assert not set(rank0) & set(rank1)
-    single = _rows(root / "one" / "samples-rank0.jsonl")
+    single = _rows(root / "one" / "batches-rank0.jsonl")
     assert len(single) == SAMPLES and len(set(single)) == SAMPLES
     assert sorted(rank0 + rank1) == sorted(single)
 
@@ -149,3 +135,12 @@ def test_a_finished_run_started_again_says_so_and_reexports(runs):
     assert f"already trained to {SAMPLES // GLOBAL_BATCH}ba" in err and "raise max_duration to continue" in err
     assert "ep0-ba4-rank0.pt" in err  # names the checkpoint it found
     assert {p.name: p.read_bytes() for p in hf.glob("*.safetensors")} == before
+
+
+def test_row_digests_see_real_tokens_only():
+    from ipt_engine.train.callbacks import row_digests
+
+    ids = torch.tensor([[5, 6, 7, 0, 0], [5, 6, 7, 9, 9], [5, 6, 7, 1, 2]])
+    lens = torch.tensor([[3, 0], [2, 2], [3, 0]])  # row 2's padding differs from row 0's: same sample
+    d = row_digests(ids, lens)
+    assert d[0] == d[2] != d[1] and all(len(x) == 16 for x in d)

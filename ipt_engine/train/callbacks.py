@@ -1,4 +1,5 @@
-"""Composer callbacks from the ``callbacks`` section: throughput/MFU, learning rate, memory, ETA.
+"""Composer callbacks from the ``callbacks`` section: throughput/MFU, learning rate, memory, ETA, and
+a per-rank log of the samples each batch held.
 
 SpeedMonitor reads ``tokens`` from the batch's real (non-padding) token count (see
 :func:`ipt_engine.train.main.real_tokens`) and MFU from the model's ``flops_per_batch``; on a known GPU
@@ -30,4 +31,42 @@ def build_callbacks(cfg: CallbacksConfig, *, on_gpu: bool) -> list[Any]:
             log.info("memory_monitor: CUDA memory only; skipped on CPU")
     if cfg.runtime_estimator is not None:
         callbacks.append(RuntimeEstimator(**cfg.runtime_estimator))
+    if cfg.batch_log is not None:
+        callbacks.append(batch_log_callback(cfg.batch_log.folder))
     return callbacks
+
+
+def row_digests(input_ids: Any, doc_lens: Any) -> list[str]:
+    """Each row's real tokens (the first ``doc_lens.sum()`` ids) as a BLAKE2b-64 hex digest of int32s."""
+    import hashlib
+
+    import numpy as np
+
+    out = []
+    for ids, lens in zip(input_ids.cpu().numpy(), doc_lens.cpu().numpy()):
+        real = np.ascontiguousarray(ids[: int(lens.sum())], dtype=np.int32)
+        out.append(hashlib.blake2b(real.tobytes(), digest_size=8).hexdigest())
+    return out
+
+
+def batch_log_callback(folder: str) -> Any:
+    """A Composer callback appending ``{"step", "rows"}`` per batch to ``folder/batches-rank{R}.jsonl``:
+    with it, which rank saw which sample (and whether a resumed run saw the same) is a file comparison."""
+    import json
+    import os
+    from pathlib import Path
+
+    from composer import Callback
+    from composer.utils import dist
+
+    class BatchLog(Callback):
+        def after_dataloader(self, state: Any, logger: Any) -> None:
+            path = Path(folder) / f"batches-rank{dist.get_global_rank()}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            rows = row_digests(state.batch["input_ids"], state.batch["doc_lens"])
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"step": int(state.timestamp.batch), "rows": rows}) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+
+    return BatchLog()

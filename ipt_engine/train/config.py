@@ -221,6 +221,14 @@ class SpeedMonitorConfig(Section):
     """Batches averaged for tokens/s and MFU."""
 
 
+class BatchLogConfig(Section):
+    """Which samples each rank trained on, step by step (data-order audits, resume checks)."""
+
+    folder: str
+    """Directory of ``batches-rank{R}.jsonl``: one line per batch, ``{"step", "rows"}``, a row being the
+    BLAKE2b-64 hex digest of its real (unpadded) token ids; appended across resumes."""
+
+
 class CallbacksConfig(Section):
     """Composer callbacks; set one to ``null`` to turn it off."""
 
@@ -228,6 +236,7 @@ class CallbacksConfig(Section):
     lr_monitor: dict[str, Any] | None = Field(default_factory=dict)
     memory_monitor: dict[str, Any] | None = Field(default_factory=dict)
     runtime_estimator: dict[str, Any] | None = None
+    batch_log: BatchLogConfig | None = None
 
 
 class JsonlLoggerConfig(Section):

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.helpers_process import manifest_has, sigkill_when
 from tests.synth.conftest import ENGINE_CONFIG, REPO
 
 pytestmark = pytest.mark.synth
@@ -50,16 +49,7 @@ def test_kill_9_and_resume_lose_and_repeat_nothing(tmp_path, corpus_file, format
     # Kill -9 as soon as the first part is committed (the second is then in flight).
     proc = subprocess.Popen(_cmd(corpus_file, resumed, format_model, cfg), cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
-    deadline = time.monotonic() + 240
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            manifest = resumed / "manifest.json"
-            if manifest.exists() and json.loads(manifest.read_text() or "{}").get("outputs"):
-                break
-            time.sleep(0.05)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    sigkill_when(proc, manifest_has(resumed, "outputs"), timeout=240)
     partial = json.loads((resumed / "manifest.json").read_text())
     assert not partial["complete"] and 1 <= len(partial["outputs"]) < 3
 

@@ -15,12 +15,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.helpers_process import manifest_has, sigkill_when
 from tests.synth.conftest import REPO
 
 # Ray is imported by the fixtures only, after the format model is resolved: importing it first adds
@@ -218,16 +218,7 @@ def test_killed_driver_resumes_exactly(cluster, actors, job, reference, texts, t
            "--model", model, "--rounds", str(ROUNDS), "--part-size", str(PART_SIZE), "--config", str(d / "synth.yaml")]
     proc = subprocess.Popen([*cmd, "--ray", cluster, "--ray-actors", "2", "--ray-resources", json.dumps(SLOT)],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
-    deadline = time.monotonic() + 400
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            manifest = out / "manifest.json"
-            if manifest.exists() and json.loads(manifest.read_text() or "{}").get("outputs"):
-                break
-            time.sleep(0.05)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    sigkill_when(proc, manifest_has(out, "outputs"), timeout=400)
     partial = _manifest(out)
     assert not partial["complete"] and 1 <= len(partial["outputs"]) < PARTS
 
