@@ -1,6 +1,6 @@
 """Evaluate a trained model on lm-evaluation-harness tasks, offline by default; compare two runs.
 
-  ipt eval out/demo/train/tiny-cpu/checkpoints/huggingface --tasks ipt_heldout_qa,ipt_heldout_ppl
+  ipt eval out/demo/model --tasks ipt_heldout_qa,ipt_heldout_ppl
   ipt eval out/demo/train/tiny-cpu/checkpoints --tasks ipt_heldout_qa      # a Composer checkpoint
   ipt eval MODEL --tasks piqa,hellaswag,arc_easy                            # lm-eval's own (needs the hub)
   ipt eval --compare raw.json augmented.json

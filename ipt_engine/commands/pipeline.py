@@ -6,7 +6,7 @@ present on every machine) — the README's main job:
   3. synthesize instruction-response pairs out/demo/synth          (synth env, vLLM; tiny format model)
   4. templify them into pre-training texts out/demo/templified     (held-out entries: templified-holdout)
   5. convert those to packed shards        out/demo/shards/augmented (and augmented-holdout)
-  6. train a tiny Llama on both, mixed     out/demo/train          (examples/tiny-cpu.yaml)
+  6. train a tiny Llama on both, mixed     out/demo/train          (examples/tiny-cpu.yaml; model: out/demo/model)
   7. evaluate it on the held-out tasks     out/demo/eval           (`ipt eval`, data in out/demo/eval-data)
 
 and print the `ipt inspect` summaries, then one table of every step: items in -> out, seconds, output
@@ -192,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
 
                     print(f"[eval] ipt eval {','.join(tasks)} -> {work / 'eval'}")
                     with table.step("evaluate", work / "eval"):
-                        evaluate_model(work / "train" / "tiny-cpu" / "checkpoints" / "huggingface", tasks, work, "ipt")
+                        evaluate_model(work / "model", tasks, work, "ipt")
 
     for d in shard_dirs:
         report = inspect_shards(d)
@@ -229,6 +229,7 @@ def train_model(args: argparse.Namespace, work: Path, table: Any, *, raw: Path, 
             f"train_loader.streams.augmented.local={augmented}",
             f"save_folder={out}/{{run_name}}/checkpoints",
             f"loggers.jsonl.path={out}/{{run_name}}/metrics.jsonl",
+            f"export.hf_folder={work / 'model'}",  # what `ipt eval out/demo/model` reads
             f"eval.streams={json.dumps(eval_streams)}" if eval_streams else "eval=null",
         ])
         train(cfg)
