@@ -328,8 +328,8 @@ def run_part_stage(
             result.records += consumed
             result.parts_written += 1
             postfix = getattr(runner, "progress_postfix", None)  # a cluster executor's chains and workers
-            if postfix is not None:
-                bar.set_postfix_str(postfix(), refresh=False)
+            done = f"{len(manifest['outputs'])}{f'/{-(-total // part_size)}' if total else ''} parts"
+            bar.set_postfix_str(done + (f", {postfix()}" if postfix is not None else ""), refresh=False)
             bar.update(consumed)
     finally:
         if runner is not None:
