@@ -27,6 +27,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ipt_engine.errors import UserError
@@ -48,11 +49,31 @@ def _lost_worker_errors() -> tuple[type[BaseException], ...]:
     return (rex.RayActorError, rex.OutOfMemoryError, rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError)
 
 
+def normal_priority() -> None:
+    """Put every thread of this process back at niceness 0.
+
+    Ray starts its worker processes at niceness 15 (its ``worker_niceness``) so that its own daemons
+    stay responsive. An engine actor is the node's main work: at niceness 15 it loses the CPU to any other
+    process on the node (on a shared 2-core machine the actor ran at half the local engine's rate). Only
+    lowering niceness needs privilege (root or CAP_SYS_NICE); without it nothing changes, and a cluster
+    started with ``RAY_worker_niceness=0`` (as ``--ray local`` does) never raised it.
+    """
+    tasks = Path("/proc/self/task")
+    tids = [int(t) for t in os.listdir(tasks)] if tasks.is_dir() else [0]
+    for tid in tids:
+        try:
+            if os.getpriority(os.PRIO_PROCESS, tid) > 0:
+                os.setpriority(os.PRIO_PROCESS, tid, 0)
+        except OSError:  # no privilege, or the thread is gone
+            return
+
+
 class PartActor:
     """One engine in one Ray actor process (wrapped with ``ray.remote`` by :func:`_actor_class`)."""
 
     def __init__(self, env: dict[str, str], spec: EngineSpec, slot: int) -> None:
         os.environ.update(env)
+        normal_priority()
         # The engine core runs in this process (no child process per engine): a restarted actor then
         # takes its engine down with it, and vLLM's CPU build keeps its thread binding here.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
@@ -70,10 +91,15 @@ class PartActor:
 
         t0 = time.perf_counter()
         get_engine(self.spec)
+        normal_priority()  # the engine's own threads, started just now
         return {"pid": os.getpid(), "node": socket.gethostname(), "start_seconds": time.perf_counter() - t0}
 
     def pid(self) -> int:
         return os.getpid()
+
+    def niceness(self) -> int:
+        """This actor's scheduling niceness (0 unless it lacked the privilege to lower Ray's 15)."""
+        return os.getpriority(os.PRIO_PROCESS, 0)
 
     def reset_prefix_cache(self) -> None:
         """Forget cached prompts (benchmarks: no timed run inherits another's prefixes)."""
@@ -115,6 +141,8 @@ def connect(address: str, *, num_cpus: int | None = None) -> bool:
     kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
     try:
         if address == "local":
+            # Workers at niceness 0 (Ray's default is 15): the engines are this machine's main work.
+            os.environ.setdefault("RAY_worker_niceness", "0")
             # address="local": a new cluster even when another one runs on this machine (plain
             # ray.init() would join that one)
             ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **kwargs)

@@ -172,6 +172,14 @@ def test_two_actors_write_the_local_output(actors, job, reference, tmp_path):
     assert sum(a.parts for a in actors.actors) == PARTS and "tok/s" in rows[f"actor 0 ({actors.actors[0].node})"]
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="lowering niceness needs root or CAP_SYS_NICE")
+def test_engine_actors_run_at_normal_priority(actors):
+    import ray
+
+    # The module's cluster starts workers at Ray's default niceness 15; the engine actors undo it.
+    assert ray.get([a.handle.niceness.remote() for a in actors.actors]) == [0, 0]
+
+
 def test_actor_killed_mid_part_is_retried(actors, job, reference, texts, tmp_path):
     hook, killed = _kill_first_attempt_of(1)
     actors.on_dispatch = hook
