@@ -6,11 +6,9 @@ front, the sampling fields. One of them fails now and then, as servers in a flee
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
+
+from tests.helpers_http import LoopbackServer, json_reply
 
 pytest.importorskip("transformers")
 
@@ -25,54 +23,32 @@ TEXTS = [f"Module number {i} documents how its functions read and write files." 
 REJECTED = "This text is rejected by the server."
 
 
-class Server:
+class Server(LoopbackServer):
     """A completions endpoint on a free loopback port; ``fail_every`` answers 503 to every n-th call."""
 
     def __init__(self, tokenizer, fail_every: int = 0) -> None:
         self.received: list[dict] = []
         self.calls = 0
-        lock = threading.Lock()
-        rejected_ids = tokenizer(REJECTED, add_special_tokens=False)["input_ids"][2:8]
-        outer = self
+        self.fail_every = fail_every
+        self.rejected_ids = tokenizer(REJECTED, add_special_tokens=False)["input_ids"][2:8]
+        super().__init__(self.handle)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output clean
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with lock:
-                    outer.calls += 1
-                    flaky = fail_every and outer.calls % fail_every == 0
-                if self.path != "/v1/completions" or flaky:
-                    return self._answer(404 if not flaky else 503, {"error": "unavailable"})
-                prompt = body["prompt"]
-                if not (isinstance(prompt, list) and all(isinstance(t, int) for t in prompt)):
-                    return self._answer(400, {"error": "expected token ids"})
-                if _contains(prompt, rejected_ids):
-                    return self._answer(400, {"error": "prompt rejected"})
-                with lock:
-                    outer.received.append(body)
-                text = f"<QUE> How many tokens does the prompt hold? <ANS> {len(prompt)}. </END>"
-                self._answer(200, {"choices": [{"text": text, "finish_reason": "stop"}],
-                                   "usage": {"prompt_tokens": len(prompt), "completion_tokens": 14}})
-
-            def _answer(self, status, payload):
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def handle(self, path, body):
+        with self.lock:
+            self.calls += 1
+            flaky = self.fail_every and self.calls % self.fail_every == 0
+        if path != "/v1/completions" or flaky:
+            return json_reply(404 if not flaky else 503, {"error": "unavailable"})
+        prompt = body["prompt"]
+        if not (isinstance(prompt, list) and all(isinstance(t, int) for t in prompt)):
+            return json_reply(400, {"error": "expected token ids"})
+        if _contains(prompt, self.rejected_ids):
+            return json_reply(400, {"error": "prompt rejected"})
+        with self.lock:
+            self.received.append(body)
+        text = f"<QUE> How many tokens does the prompt hold? <ANS> {len(prompt)}. </END>"
+        return json_reply(200, {"choices": [{"text": text, "finish_reason": "stop"}],
+                                "usage": {"prompt_tokens": len(prompt), "completion_tokens": 14}})
 
 
 def _contains(seq, sub):

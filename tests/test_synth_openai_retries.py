@@ -7,72 +7,41 @@ reference for how many attempts the client made.
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from ipt_engine.synth.config import from_dict
 from ipt_engine.synth.engines.openai_engine import OpenAIEngine, ServerError
+from tests.helpers_http import LoopbackServer, json_reply
 
 TIMEOUT_S = 0.4
 STALL_S = 3.0  # well past TIMEOUT_S, so a stalled request is one failed attempt
 
 
-class ScriptedServer:
+class ScriptedServer(LoopbackServer):
     """Plays ``script`` (a list of "500", "stall", "404", "429", "garbage", "ok"); "ok" once it runs out."""
 
     def __init__(self, script: list[str]) -> None:
         self.script = list(script)
         self.calls: list[str] = []
         self.bodies: list[dict] = []
-        lock = threading.Lock()
-        outer = self
+        super().__init__(self.handle)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output clean
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with lock:
-                    step = outer.script.pop(0) if outer.script else "ok"
-                    outer.calls.append(step)
-                    outer.bodies.append(body)
-                try:
-                    if step == "stall":
-                        time.sleep(STALL_S)  # the client has given up by now; the write below may fail
-                        return self._answer(200, _completion("too late"))
-                    if step in ("500", "404", "429"):
-                        # An error page over several lines, as proxies and servers send them.
-                        return self._raw(int(step), f"Error {step}\n\n  scripted failure\n".encode(), "text/plain")
-                    if step == "garbage":
-                        data = b"<html>\n<body>not json</body>\n</html>"
-                        return self._raw(200, data, "text/html")
-                    return self._answer(200, _completion(f"answer after {len(outer.calls)} calls"))
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-            def _answer(self, status, payload):
-                self._raw(status, json.dumps(payload).encode(), "application/json")
-
-            def _raw(self, status, data, kind):
-                self.send_response(status)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def handle(self, path, body):
+        with self.lock:
+            step = self.script.pop(0) if self.script else "ok"
+            self.calls.append(step)
+            self.bodies.append(body)
+        if step == "stall":
+            time.sleep(STALL_S)  # the client has given up by now; the answer below may find no one
+            return json_reply(200, _completion("too late"))
+        if step in ("500", "404", "429"):
+            # An error page over several lines, as proxies and servers send them.
+            return int(step), f"Error {step}\n\n  scripted failure\n".encode(), "text/plain"
+        if step == "garbage":
+            return 200, b"<html>\n<body>not json</body>\n</html>", "text/html"
+        return json_reply(200, _completion(f"answer after {len(self.calls)} calls"))
 
 
 def _completion(text: str) -> dict:
