@@ -178,28 +178,7 @@ def _ray_executor(args: argparse.Namespace, spec: EngineSpec) -> Any:
         spec=spec,
         rounds=args.rounds,
         max_part_retries=args.max_part_retries,
-        on_dispatch=_test_kill_hook(),
     )
-
-
-def _test_kill_hook() -> Any:
-    """``IPT_RAY_KILL_AFTER=PART:SECONDS``: SIGKILL the actor running PART's first attempt SECONDS after
-    it was handed over. A fault-injection hook for the cluster tests, off unless set."""
-    spec = os.environ.get("IPT_RAY_KILL_AFTER")
-    if not spec:
-        return None
-    import signal
-    import threading
-
-    part, delay = spec.split(":")
-
-    def hook(actor: Any, index: int, attempt: int) -> None:
-        if index == int(part) and attempt == 1 and actor.pid:
-            timer = threading.Timer(float(delay), os.kill, (actor.pid, signal.SIGKILL))
-            timer.daemon = True
-            timer.start()
-
-    return hook
 
 
 def summary_rows(stats: dict[str, float], records: int, seconds: float) -> list[tuple[str, object]]:
