@@ -211,18 +211,16 @@ def run(args: argparse.Namespace) -> int:
 def train_model(args: argparse.Namespace, work: Path, table: Any, *, raw: Path, augmented: Path,
                 eval_streams: dict[str, str], streams: int) -> None:
     """Step 6: the tiny Llama of ``tiny-cpu.yaml`` on raw + augmented shards, in this process."""
-    import json
-    import logging
-
+    from ipt_engine.eval.pipeline_compare import eval_override
     from ipt_engine.examples import example_path
     from ipt_engine.pipeline_report import Count
     from ipt_engine.train.config import load_config
-    from ipt_engine.train.main import train
+    from ipt_engine.train.main import log_to_console, train
 
     out = work / "train"
     print(f"[6/6] train a tiny Llama on raw + augmented shards, {args.train_steps} batches -> {out}")
     with table.step("train", out) as row:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        log_to_console()
         cfg = load_config(example_path("tiny-cpu.yaml"), [
             f"max_duration={args.train_steps}ba",
             f"train_loader.streams.raw.local={raw}",
@@ -230,7 +228,7 @@ def train_model(args: argparse.Namespace, work: Path, table: Any, *, raw: Path, 
             f"save_folder={out}/{{run_name}}/checkpoints",
             f"loggers.jsonl.path={out}/{{run_name}}/metrics.jsonl",
             f"export.hf_folder={work / 'model'}",  # what `ipt eval out/demo/model` reads
-            f"eval.streams={json.dumps(eval_streams)}" if eval_streams else "eval=null",
+            eval_override(eval_streams),
         ])
         train(cfg)
         row.items_in, row.items_out = Count(streams, "streams"), Count(args.train_steps, "batches")

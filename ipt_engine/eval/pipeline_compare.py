@@ -17,6 +17,11 @@ CONFIG = example_path("tiny-cpu.yaml")
 RUNS = {"raw": "raw only", "ipt": "raw + augmented"}
 
 
+def eval_override(streams: dict[str, str]) -> str:
+    """The training config's ``eval`` section as an override: the held-out streams, or none."""
+    return f"eval.streams={json.dumps(streams)}" if streams else "eval=null"
+
+
 def split_synthesized(work: Path, synth: Path, corpus: Path, fraction: float) -> dict[str, Any]:
     """Held-out read collections (by each entry's context, the rule ``ipt convert --split`` applied to
     the raw documents), the held-out raw texts, and the evaluation data built from both."""
@@ -81,7 +86,7 @@ def run_comparison(args: Any, work: Path, table: Any, *, raw: Path, augmented: P
     }
     common = [f"max_duration={steps}ba", f"eval.interval={interval}ba",
               f"save_folder={out}/{{run_name}}/checkpoints", f"loggers.jsonl.path={out}/{{run_name}}/metrics.jsonl",
-              f"eval.streams={json.dumps(eval_streams)}" if eval_streams else "eval=null"]
+              eval_override(eval_streams)]
     for i, (name, desc) in enumerate(RUNS.items()):
         data = (f"train_loader.streams={json.dumps(streams[name])}" if streams[name] is not None else
                 f"train_loader.streams.raw.local={raw}")

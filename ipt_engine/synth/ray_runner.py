@@ -64,8 +64,10 @@ def normal_priority() -> None:
         try:
             if os.getpriority(os.PRIO_PROCESS, tid) > 0:
                 os.setpriority(os.PRIO_PROCESS, tid, 0)
-        except OSError:  # no privilege, or the thread is gone
+        except PermissionError:  # no privilege: no other thread would fare better
             return
+        except ProcessLookupError:  # the thread ended meanwhile
+            continue
 
 
 class PartActor:

@@ -53,20 +53,28 @@ def batch_log_callback(folder: str) -> Any:
     """A Composer callback appending ``{"step", "rows"}`` per batch to ``folder/batches-rank{R}.jsonl``:
     with it, which rank saw which sample (and whether a resumed run saw the same) is a file comparison."""
     import json
-    import os
     from pathlib import Path
 
     from composer import Callback
     from composer.utils import dist
 
     class BatchLog(Callback):
+        def __init__(self) -> None:
+            self.file: Any = None
+
         def after_dataloader(self, state: Any, logger: Any) -> None:
-            path = Path(folder) / f"batches-rank{dist.get_global_rank()}.jsonl"
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if self.file is None:
+                path = Path(folder) / f"batches-rank{dist.get_global_rank()}.jsonl"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.file = open(path, "a", encoding="utf-8")  # held for the run, closed in close()
             rows = row_digests(state.batch["input_ids"], state.batch["doc_lens"])
-            with open(path, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"step": int(state.timestamp.batch), "rows": rows}) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            # Flushed per batch: a killed run's log ends at its last batch, as its checkpoints do.
+            self.file.write(json.dumps({"step": int(state.timestamp.batch), "rows": rows}) + "\n")
+            self.file.flush()
+
+        def close(self, state: Any, logger: Any) -> None:
+            if self.file is not None:
+                self.file.close()
+                self.file = None
 
     return BatchLog()

@@ -208,13 +208,18 @@ def export_exists(folder: str) -> bool:
     return (out / "config.json").is_file() and any(out.glob("*.safetensors"))
 
 
+def log_to_console() -> None:
+    """Training's INFO lines (resume, export, evaluation) on the console, timestamped."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def main(argv: Sequence[str]) -> int:
     """``CONFIG.yaml [key=value ...]``: what ``ipt train`` and ``python -m ipt_engine.train`` run."""
     from ipt_engine.train.config import load_config
 
     if not argv or argv[0] in ("-h", "--help"):
         raise UserError("usage: CONFIG.yaml [key=value ...]")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_to_console()
     cfg = load_config(argv[0], list(argv[1:]))
     train(cfg)
     return 0
