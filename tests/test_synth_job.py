@@ -53,3 +53,8 @@ def test_synth_python_prefers_the_environment_variable_then_the_sibling_venv(mon
     sibling = Path(sys.prefix).parent / ".venv-synth" / "bin" / "python"
     monkeypatch.chdir(tmp_path)
     assert synth_python() == (sibling if sibling.exists() else None)
+
+
+def test_job_help_and_usage(capsys):
+    assert main(["--help"]) == 0 and "JOB.yaml" in capsys.readouterr().out
+    assert main([]) == 2 and capsys.readouterr().err.startswith("usage: python -m ipt_engine.synth.job")

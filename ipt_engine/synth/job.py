@@ -63,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     from ipt_engine.errors import UserError
 
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or args[0] in ("-h", "--help"):
+    if args in (["-h"], ["--help"]):
+        print(__doc__)
+        return 0
+    if len(args) != 1:
         print("usage: python -m ipt_engine.synth.job JOB.yaml", file=sys.stderr)
         return 2
     try:
