@@ -127,29 +127,6 @@ def _prune_inner(kernel: str):
     return prune
 
 
-@triton.jit
-def _program_tile(plan_ptr, cu_seqlens_ptr, n_heads, GROUPS: tl.constexpr):
-    """This program's work item from the tile plan: ``(pid, doc, start, doc_start, doc_end, head,
-    kv_head)``. Heads vary fastest, so the programs of one tile (and one k/v head) run together.
-    ``doc`` is -1 on the plan's padding entries, which have nothing to do (their bounds are doc 0's)."""
-    pid = tl.program_id(0)
-    entry = pid // n_heads
-    head = pid % n_heads
-    doc = tl.load(plan_ptr + 2 * entry)
-    start = tl.load(plan_ptr + 2 * entry + 1)
-    bound = tl.maximum(doc, 0)
-    doc_start = tl.load(cu_seqlens_ptr + bound)
-    doc_end = tl.load(cu_seqlens_ptr + bound + 1)
-    return pid, doc, start, doc_start, doc_end, head, head // GROUPS
-
-
-@triton.jit
-def _load_head_rows(ptr, stride_t, stride_h, head, rows64, offs_d, ok):
-    """Rows ``rows64`` (int64: token x stride can pass 2**31) of one head of a ``(tokens, heads, D)``
-    tensor, as a ``[rows, D]`` tile; zeros where ``ok`` is false."""
-    return tl.load(ptr + head * stride_h + rows64[:, None] * stride_t + offs_d[None, :], mask=ok[:, None], other=0.0)
-
-
 # --------------------------------------------------------------------------------------------------
 # Forward
 # --------------------------------------------------------------------------------------------------
@@ -218,15 +195,23 @@ def _packed_attn_fwd_kernel(
 ):
     """One program = one q tile of one document for one q head; writes O and the natural-log LSE."""
     tl.static_assert(BLOCK_M >= 16 and BLOCK_N >= 16, "tl.dot needs tiles of at least 16")
-    pid, doc, q_start, doc_start, doc_end, head, kv_head = _program_tile(plan_ptr, cu_seqlens_ptr, n_heads, GROUPS)
+    pid = tl.program_id(0)
+    entry = pid // n_heads
+    head = pid % n_heads  # heads vary fastest: programs of one tile (and one k/v head) run together
+    doc = tl.load(plan_ptr + 2 * entry)
     if doc < 0:
         return
+    q_start = tl.load(plan_ptr + 2 * entry + 1)
+    doc_start = tl.load(cu_seqlens_ptr + doc)
+    doc_end = tl.load(cu_seqlens_ptr + doc + 1)
+    kv_head = head // GROUPS
 
     offs_m = q_start + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     row_ok = offs_m < doc_end
     rows64 = offs_m.to(tl.int64)
-    q = _load_head_rows(q_ptr, q_stride_t, q_stride_h, head, rows64, offs_d, row_ok)
+    q = tl.load(q_ptr + head * q_stride_h + rows64[:, None] * q_stride_t + offs_d[None, :],
+                mask=row_ok[:, None], other=0.0)
     k_base = k_ptr + kv_head * k_stride_h
     v_base = v_ptr + kv_head * v_stride_h
     trace_row_ptr = trace_ptr + (pid.to(tl.int64) * trace_stride_p)
@@ -275,8 +260,10 @@ def _attn_bwd_preprocess_kernel(
     offs_d = tl.arange(0, HEAD_DIM)
     t_ok = offs_t < total
     rows64 = offs_t.to(tl.int64)
-    o = _load_head_rows(o_ptr, o_stride_t, o_stride_h, head, rows64, offs_d, t_ok).to(tl.float32)
-    do = _load_head_rows(do_ptr, do_stride_t, do_stride_h, head, rows64, offs_d, t_ok).to(tl.float32)
+    o = tl.load(o_ptr + head * o_stride_h + rows64[:, None] * o_stride_t + offs_d[None, :],
+                mask=t_ok[:, None], other=0.0).to(tl.float32)
+    do = tl.load(do_ptr + head * do_stride_h + rows64[:, None] * do_stride_t + offs_d[None, :],
+                 mask=t_ok[:, None], other=0.0).to(tl.float32)
     tl.store(delta_ptr + head * delta_stride_h + offs_t, tl.sum(o * do, axis=1), mask=t_ok)
 
 
@@ -346,17 +333,26 @@ def _packed_attn_bwd_dkdv_kernel(
     own slot (``dk_ptr`` then has Hq heads: dK/dV themselves when Hq == Hkv, else per-q-head buffers).
     """
     tl.static_assert(BLOCK_M >= 16 and BLOCK_N >= 16, "tl.dot needs tiles of at least 16")
-    _pid, doc, k_start, doc_start, doc_end, head, kv_head = _program_tile(plan_ptr, cu_seqlens_ptr, n_heads, GROUPS)
+    pid = tl.program_id(0)
+    entry = pid // n_heads
+    head = pid % n_heads
+    doc = tl.load(plan_ptr + 2 * entry)
     if doc < 0:
         return
+    k_start = tl.load(plan_ptr + 2 * entry + 1)
+    doc_start = tl.load(cu_seqlens_ptr + doc)
+    doc_end = tl.load(cu_seqlens_ptr + doc + 1)
+    kv_head = head // GROUPS
     out_head = kv_head if ATOMIC else head
 
     offs_n = k_start + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     col_ok = offs_n < doc_end
     cols64 = offs_n.to(tl.int64)
-    k = _load_head_rows(k_ptr, k_stride_t, k_stride_h, kv_head, cols64, offs_d, col_ok)
-    v = _load_head_rows(v_ptr, v_stride_t, v_stride_h, kv_head, cols64, offs_d, col_ok)
+    k = tl.load(k_ptr + kv_head * k_stride_h + cols64[:, None] * k_stride_t + offs_d[None, :],
+                mask=col_ok[:, None], other=0.0)
+    v = tl.load(v_ptr + kv_head * v_stride_h + cols64[:, None] * v_stride_t + offs_d[None, :],
+                mask=col_ok[:, None], other=0.0)
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
 
@@ -443,16 +439,25 @@ def _packed_attn_bwd_dq_kernel(
 ):
     """One program = one q tile of one document for one q head; writes dQ (no atomics)."""
     tl.static_assert(BLOCK_M >= 16 and BLOCK_N >= 16, "tl.dot needs tiles of at least 16")
-    _pid, doc, q_start, doc_start, doc_end, head, kv_head = _program_tile(plan_ptr, cu_seqlens_ptr, n_heads, GROUPS)
+    pid = tl.program_id(0)
+    entry = pid // n_heads
+    head = pid % n_heads
+    doc = tl.load(plan_ptr + 2 * entry)
     if doc < 0:
         return
+    q_start = tl.load(plan_ptr + 2 * entry + 1)
+    doc_start = tl.load(cu_seqlens_ptr + doc)
+    doc_end = tl.load(cu_seqlens_ptr + doc + 1)
+    kv_head = head // GROUPS
 
     offs_m = q_start + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     row_ok = offs_m < doc_end
     rows64 = offs_m.to(tl.int64)
-    q = _load_head_rows(q_ptr, q_stride_t, q_stride_h, head, rows64, offs_d, row_ok)
-    do = _load_head_rows(do_ptr, do_stride_t, do_stride_h, head, rows64, offs_d, row_ok)
+    q = tl.load(q_ptr + head * q_stride_h + rows64[:, None] * q_stride_t + offs_d[None, :],
+                mask=row_ok[:, None], other=0.0)
+    do = tl.load(do_ptr + head * do_stride_h + rows64[:, None] * do_stride_t + offs_d[None, :],
+                 mask=row_ok[:, None], other=0.0)
     # +inf on rows past the document: their P is exactly 0 even in unmasked key tiles.
     lse2 = tl.load(lse_ptr + head * stat_stride_h + offs_m, mask=row_ok, other=float("inf")) * 1.4426950408889634
     delta = tl.load(delta_ptr + head * stat_stride_h + offs_m, mask=row_ok, other=0.0)
